@@ -1,0 +1,3 @@
+from bananastand.cli import main
+
+main()

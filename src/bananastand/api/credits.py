@@ -1,0 +1,16 @@
+"""GET /api/v1/credits: the caller's balance (the sum of its ledger)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from bananastand.api.deps import CurrentCaller, ServicesDep
+
+router = APIRouter(prefix="/api/v1", tags=["credits"])
+
+
+@router.get("/credits", summary="Read the account's credit balance")
+async def read_credits(caller: CurrentCaller, services: ServicesDep) -> dict[str, Any]:
+    return {"data": {"credits": await services.billing.balance(caller.account.id)}}

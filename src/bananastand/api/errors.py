@@ -1,0 +1,75 @@
+"""The one error boundary: domain errors, validation errors and anything
+unexpected become the contract's JSON (`{"error": …, "type": …}`). Stack traces
+go to the server log only."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bananastand.errors import BananastandError
+
+log = logging.getLogger(__name__)
+
+_HTTP_TYPES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(exc: BananastandError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _describe(errors: list[dict]) -> str:  # type: ignore[type-arg]
+    parts = []
+    for error in errors[:5]:
+        if error.get("type") == "json_invalid":
+            return "Malformed JSON in the request body"
+        location = [str(p) for p in error.get("loc", ()) if p != "body"]
+        field = ".".join(location)
+        message = str(error.get("msg", "invalid value"))
+        if not field and error.get("type") in ("model_attributes_type", "dict_type"):
+            return "The request body must be a JSON object"
+        if not field and error.get("type") == "missing":
+            return "A JSON request body is required"
+        parts.append(f"{field}: {message}" if field else message)
+    return "; ".join(parts) or "Invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(BananastandError)
+    async def _domain(_request: Request, exc: BananastandError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"error": _describe(list(exc.errors())), "type": "invalid_request"}, status_code=400
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = _HTTP_TYPES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
+        return JSONResponse(
+            {"error": message, "type": kind},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"error": "Internal server error", "type": "internal_error"}, status_code=500
+        )

@@ -1,0 +1,166 @@
+"""POST and GET /api/v1/generate: the three modes and polling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from bananastand.api.deps import CurrentCaller, ServicesDep
+from bananastand.errors import GenerationFailed, InvalidRequest
+from bananastand.service import GenerateParams, Submission
+from bananastand.services import Services
+from bananastand.views import final_event, record_view, sync_result
+
+router = APIRouter(prefix="/api/v1", tags=["generate"])
+
+
+class GenerateRequest(BaseModel):
+    """The contract's request body. Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: StrictStr = Field(description="What to draw; non-empty after trimming.")
+    selectedModel: StrictStr | None = Field(None, description="Model name from /api/v1/models.")
+    referenceImageUrls: list[StrictStr] | None = Field(
+        None, description="http(s) or data:image URLs; non-empty means image-to-image."
+    )
+    aspectRatio: StrictStr | None = Field(None, description='"default" or one of the model\'s.')
+    quantity: StrictInt | StrictFloat | None = Field(
+        None, description="Images to make; clamped into 1..maxQuantity."
+    )
+    mode: StrictStr | None = Field(None, description="sync (default), stream or async.")
+    seed: StrictInt | None = Field(None, description="Extension: fixes the output.")
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _parse(request: Request) -> GenerateRequest:
+    """The body is JSON whatever Content-Type says (`curl -d` sends a form type)."""
+    raw = await request.body()
+    if not raw.strip():
+        raise InvalidRequest("A JSON request body is required")
+    try:
+        return GenerateRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False)) from None
+
+
+@router.post(
+    "/generate",
+    summary="Generate images (sync, stream or async)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
+        }
+    },
+    responses={
+        200: {
+            "description": "sync: the result; stream: text/event-stream; async: accepted",
+            "content": {"text/event-stream": {}},
+        },
+        400: {"description": "Invalid parameters"},
+        401: {"description": "Invalid or missing API key"},
+        402: {"description": "Insufficient credits"},
+        403: {"description": "API access not enabled"},
+        429: {"description": "Account concurrency limit exceeded"},
+        502: {"description": "The generation failed (credits refunded)"},
+        503: {"description": "Server busy (async mode only)"},
+    },
+)
+async def generate(request: Request, caller: CurrentCaller, services: ServicesDep) -> Any:
+    body = await _parse(request)
+    service = services.generation
+    submission = await service.submit(
+        caller,
+        GenerateParams(
+            prompt=body.prompt,
+            selected_model=body.selectedModel,
+            reference_image_urls=body.referenceImageUrls,
+            aspect_ratio=body.aspectRatio,
+            quantity=body.quantity,
+            mode=body.mode,
+            seed=body.seed,
+        ),
+    )
+    record = submission.record
+    if record.mode == "async":
+        return {
+            "success": True,
+            "async": True,
+            "generationId": record.id,
+            "message": "Generation started. Use GET /api/v1/generate?id="
+            f"{record.id} to poll for results.",
+            "creditsUsed": record.credits_charged,
+            "remainingCredits": submission.balance,
+        }
+    if record.mode == "stream":
+        return StreamingResponse(
+            _stream(services, submission),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    # sync: the generation runs detached; a client that leaves does not stop it.
+    await service.runner.wait(record.id)
+    final = await service.generations.get(record.id)
+    balance = await services.billing.balance(caller.account.id)
+    if final.state == "failed":
+        raise GenerationFailed(
+            final.error_message or "Generation failed",
+            extra={
+                "success": False,
+                "generationId": final.id,
+                "creditsUsed": final.credits_used,
+                "remainingCredits": balance,
+            },
+        )
+    return sync_result(final, balance, service.signer)
+
+
+async def _stream(services: Services, submission: Submission) -> AsyncIterator[bytes]:
+    service = services.generation
+    record = submission.record
+    yield _sse({"type": "status", "message": "Starting generation...", "progress": 0})
+    keepalive = services.settings.stream_keepalive_seconds
+    async for event in service.bus.subscribe(record.id, idle_timeout=keepalive):
+        if event is None:
+            yield b": keep-alive\n\n"
+            continue
+        yield _sse(event)
+        if event["type"] in ("complete", "error"):
+            return
+    # The channel is gone (the generation ended long ago): answer from the record.
+    final = await service.generations.get(record.id)
+    balance = await services.billing.balance(final.account_id)
+    if final.state in ("completed", "failed"):
+        yield _sse(final_event(final, balance, service.signer))
+    else:
+        message = "Progress of this generation is unavailable; poll it with GET"
+        data = {"success": False, "generationId": record.id, "error": message}
+        yield _sse({"type": "error", "message": message, "progress": 100, "data": data})
+
+
+@router.get("/generate", summary="Read one generation record")
+async def get_generation(
+    caller: CurrentCaller,
+    services: ServicesDep,
+    id: str = Query(..., min_length=1, max_length=64, description="Generation id"),
+) -> dict[str, Any]:
+    record = await services.generation.generations.get(id, account_id=caller.account.id)
+    return {"data": record_view(record, services.generation.signer)}

@@ -1,0 +1,101 @@
+"""The operator's model catalogue: public model names, costs, capabilities and
+which backend renders each. Loaded from a TOML file (`catalog_path` setting;
+the default ships beside this module as `catalog.toml`)."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bananastand.errors import ModelUnavailable
+
+DEFAULT_CATALOG = Path(__file__).parent / "catalog.toml"
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    display_name: str = Field(alias="displayName")
+    backend: str
+    backend_model: str = Field(alias="backendModel")
+    credits_cost: int = Field(alias="creditsCost", ge=0)
+    extra_image_cost: int = Field(1, alias="extraImageCost", ge=0)
+    supports_image_input: bool = Field(alias="supportsImageInput")
+    supports_aspect_ratio: bool = Field(alias="supportsAspectRatio")
+    aspect_ratios: tuple[str, ...] = Field((), alias="aspectRatios")
+    max_quantity: int = Field(4, alias="maxQuantity", ge=1)
+    max_reference_images: int = Field(3, alias="maxReferenceImages", ge=0)
+    requires_pro: bool = Field(False, alias="requiresPro")
+    streaming: bool = False
+    timeout_seconds: float = Field(120.0, alias="timeoutSeconds", gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.supports_aspect_ratio and not self.aspect_ratios:
+            raise ValueError(f"model {self.name!r}: supportsAspectRatio needs aspectRatios")
+        return self
+
+    def unit_cost(self, reference_count: int) -> int:
+        """Credits for one image: the first reference image is included."""
+        return self.credits_cost + self.extra_image_cost * max(0, reference_count - 1)
+
+    def public(self) -> dict[str, Any]:
+        """The `/api/v1/models` entry: the contract's fields, then extras."""
+        return {
+            "name": self.name,
+            "displayName": self.display_name,
+            "creditsCost": self.credits_cost,
+            "supportsImageInput": self.supports_image_input,
+            "supportsAspectRatio": self.supports_aspect_ratio,
+            "requiresPro": self.requires_pro,
+            "backend": self.backend,
+            "aspectRatios": list(self.aspect_ratios),
+            "maxQuantity": self.max_quantity,
+            "maxReferenceImages": self.max_reference_images,
+            "extraImageCost": self.extra_image_cost,
+            "streaming": self.streaming,
+        }
+
+
+class Catalog:
+    """The models on offer, in the file's order."""
+
+    def __init__(self, models: Iterable[ModelSpec]) -> None:
+        self._models: dict[str, ModelSpec] = {}
+        for model in models:
+            if model.name in self._models:
+                raise ValueError(f"model {model.name!r} is listed twice")
+            self._models[model.name] = model
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Catalog:
+        path = path or DEFAULT_CATALOG
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+        try:
+            return cls(ModelSpec.model_validate(entry) for entry in raw.get("models", []))
+        except ValidationError as exc:
+            raise ValueError(f"invalid model catalogue {path}: {exc}") from exc
+
+    def only(self, usable_backends: set[str]) -> Catalog:
+        return Catalog(m for m in self._models.values() if m.backend in usable_backends)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise ModelUnavailable(
+                f"Unknown model {name!r}; see GET /api/v1/models for the models on offer"
+            ) from None

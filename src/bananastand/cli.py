@@ -1,0 +1,382 @@
+"""The `bananastand` command: `serve`, `migrate` and `admin …`."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from bananastand.config import Settings
+from bananastand.errors import BananastandError
+from bananastand.services import Services
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Bananastand: a self-hosted Nano Banana image API.", no_args_is_help=True)
+admin = typer.Typer(help="Manage accounts, credits and API keys.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Run the API server (migrates the database first)."""
+    import uvicorn
+
+    from bananastand.app import create_app
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    try:
+        settings = Settings(**overrides)
+        settings.check_production()
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    lock = _single_server_lock(settings) if settings.is_sqlite else None
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    application = create_app(settings, on_ready=_announce)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
+    del lock
+
+
+def _announce(services: Services) -> None:
+    base = services.settings.base_url
+    lines = [f"Bananastand is serving the Nano Banana API at {base}/api/v1"]
+    if services.demo_key is not None:
+        lines += [
+            "",
+            "A demo account was created with "
+            f"{services.settings.demo_credits} credits. Its API key (shown only this once):",
+            "",
+            f"    {services.demo_key.secret}",
+            "",
+            "Try it:",
+            f"    curl -X POST {base}/api/v1/generate \\",
+            '      -H "Content-Type: application/json" \\',
+            f'      -H "Authorization: Bearer {services.demo_key.secret}" \\',
+            """      -d '{"prompt": "A cute orange cat sitting on a windowsill"}'""",
+        ]
+    # Printed to the console, never logged: the key must not reach log files.
+    print("\n".join(lines), flush=True)
+
+
+def _single_server_lock(settings: Settings) -> Any:
+    """One server per SQLite data folder: a second one would run the same jobs."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.data_dir / "server.lock", "w")  # noqa: SIM115
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        typer.echo(
+            f"error: another bananastand server is already using {settings.data_dir}", err=True
+        )
+        raise typer.Exit(1) from None
+    return handle
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    _run(lambda s: asyncio.sleep(0))
+    typer.echo("database is up to date")
+
+
+# --- admin ----------------------------------------------------------------------
+
+
+def _run(action: Callable[[Services], Awaitable[T]]) -> T:
+    async def main() -> T:
+        services = Services.build(_settings())
+        await services.start(run_jobs=False)
+        try:
+            return await action(services)
+        finally:
+            await services.db.close()
+
+    try:
+        return asyncio.run(main())
+    except BananastandError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _describe(services: Services) -> Callable[[Any], Awaitable[str]]:
+    async def describe(account: Any) -> str:
+        balance = await services.billing.balance(account.id)
+        recharged = await services.billing.recharged_total(account.id)
+        limit = account.concurrency_limit or services.settings.default_concurrency_limit
+        return (
+            f"account {account.id}  {account.email}\n"
+            f"  credits: {balance}\n"
+            f"  api access: {'on' if account.api_access else 'off'}"
+            f"  (recharged {recharged} of {services.settings.api_access_threshold:g} "
+            f"{services.settings.currency})\n"
+            f"  pro: {'yes' if account.is_pro else 'no'}  admin: "
+            f"{'yes' if account.is_admin else 'no'}\n"
+            f"  concurrency limit: {limit}"
+            f"{'' if account.concurrency_limit else ' (default)'}"
+        )
+
+    return describe
+
+
+@admin.command("create-account")
+def create_account(
+    email: str,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    credits: Annotated[int, typer.Option(help="Credits to grant at once.")] = 0,
+    api_access: Annotated[bool, typer.Option("--api-access", help="Enable API access.")] = False,
+    pro: Annotated[bool, typer.Option("--pro", help="Set the pro flag.")] = False,
+    is_admin: Annotated[bool, typer.Option("--admin", help="Give the admin role.")] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Concurrency limit.")] = None,
+) -> None:
+    """Create an account."""
+
+    async def action(services: Services) -> str:
+        account = await services.accounts.create(
+            email=email,
+            display_name=name,
+            api_access=api_access,
+            is_pro=pro,
+            is_admin=is_admin,
+            concurrency_limit=concurrency,
+        )
+        if credits:
+            await services.billing.grant(account.id, credits, reason="initial credits")
+        return await _describe(services)(account)
+
+    typer.echo(_run(action))
+
+
+@admin.command("list-accounts")
+def list_accounts(search: Annotated[str, typer.Option(help="Filter by email.")] = "") -> None:
+    """List accounts."""
+
+    async def action(services: Services) -> list[str]:
+        rows = []
+        for account in await services.accounts.list(search=search, limit=1000):
+            balance = await services.billing.balance(account.id)
+            rows.append(
+                f"{account.id}  {account.email:<32} credits={balance:<8} "
+                f"api={'on' if account.api_access else 'off'}"
+            )
+        return rows
+
+    for row in _run(action):
+        typer.echo(row)
+
+
+@admin.command("show")
+def show(account: str) -> None:
+    """Show an account (by id or email)."""
+
+    async def action(services: Services) -> str:
+        return await _describe(services)(await services.accounts.get(account))
+
+    typer.echo(_run(action))
+
+
+@admin.command("recharge")
+def recharge(
+    account: str,
+    amount: Annotated[str, typer.Argument(help="Money paid, e.g. 1000 or 99.50.")],
+    credits: Annotated[int, typer.Option(help="Credits this recharge grants.")],
+    currency: Annotated[str | None, typer.Option(help="Currency (default from settings).")] = None,
+    note: Annotated[str, typer.Option(help="Free text kept with the recharge.")] = "",
+) -> None:
+    """Record a recharge: money paid and the credits it buys. Counts toward API access."""
+
+    async def action(services: Services) -> str:
+        target = await services.accounts.get(account)
+        await services.billing.recharge(
+            target.id, money=amount, credits=credits, currency=currency, note=note
+        )
+        return await _describe(services)(await services.accounts.get(target.id))
+
+    typer.echo(_run(action))
+
+
+@admin.command("grant")
+def grant(
+    account: str,
+    credits: int,
+    reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
+) -> None:
+    """Grant credits."""
+
+    async def action(services: Services) -> int:
+        target = await services.accounts.get(account)
+        return await services.billing.grant(target.id, credits, reason=reason)
+
+    typer.echo(f"credits: {_run(action)}")
+
+
+@admin.command("deduct")
+def deduct(
+    account: str,
+    credits: int,
+    reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
+) -> None:
+    """Deduct credits (never below zero)."""
+
+    async def action(services: Services) -> int:
+        target = await services.accounts.get(account)
+        return await services.billing.deduct(target.id, credits, reason=reason)
+
+    typer.echo(f"credits: {_run(action)}")
+
+
+def _switch(value: str) -> bool:
+    if value.lower() in ("on", "true", "yes", "1", "enable"):
+        return True
+    if value.lower() in ("off", "false", "no", "0", "disable"):
+        return False
+    raise typer.BadParameter("use on or off")
+
+
+@admin.command("api-access")
+def api_access(account: str, state: Annotated[str, typer.Argument(help="on or off")]) -> None:
+    """Enable or disable an account's API access."""
+    enabled = _switch(state)
+
+    async def action(services: Services) -> str:
+        return await _describe(services)(
+            await services.accounts.update(account, api_access=enabled)
+        )
+
+    typer.echo(_run(action))
+
+
+@admin.command("pro")
+def pro(account: str, state: Annotated[str, typer.Argument(help="on or off")]) -> None:
+    """Set or clear an account's pro flag."""
+    enabled = _switch(state)
+
+    async def action(services: Services) -> str:
+        return await _describe(services)(await services.accounts.update(account, is_pro=enabled))
+
+    typer.echo(_run(action))
+
+
+@admin.command("set-limit")
+def set_limit(
+    account: str,
+    limit: Annotated[str, typer.Argument(help="Generations in progress at once, or 'default'.")],
+) -> None:
+    """Set an account's concurrency limit."""
+
+    async def action(services: Services) -> str:
+        if limit == "default":
+            updated = await services.accounts.update(account, reset_concurrency_limit=True)
+        elif limit.isdigit():
+            updated = await services.accounts.update(account, concurrency_limit=int(limit))
+        else:
+            raise typer.BadParameter("a positive number or 'default'")
+        return await _describe(services)(updated)
+
+    typer.echo(_run(action))
+
+
+@admin.command("create-key")
+def create_key(
+    account: str, name: Annotated[str, typer.Option(help="A name to recognise it by.")] = ""
+) -> None:
+    """Create an API key; the full key is printed this once."""
+
+    async def action(services: Services) -> str:
+        target = await services.accounts.get(account)
+        created = await services.accounts.create_key(target.id, name=name)
+        return created.secret
+
+    secret = _run(action)
+    typer.echo("API key (shown only this once; store it now):", err=True)
+    typer.echo(secret)
+
+
+@admin.command("list-keys")
+def list_keys(
+    account: str,
+    all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+) -> None:
+    """List an account's API keys (prefixes only)."""
+
+    async def action(services: Services) -> list[str]:
+        target = await services.accounts.get(account)
+        keys = await services.accounts.list_keys(target.id, include_revoked=all_keys)
+        return [
+            f"{k.id}  {k.prefix}…  {k.name or '-':<16} created {k.created_at:%Y-%m-%d %H:%M}"
+            f"  last used {k.last_used_at.strftime('%Y-%m-%d %H:%M') if k.last_used_at else '-'}"
+            f"{'  REVOKED' if k.revoked_at else ''}"
+            for k in keys
+        ]
+
+    for row in _run(action) or ["(no keys)"]:
+        typer.echo(row)
+
+
+@admin.command("revoke-key")
+def revoke_key(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
+    """Revoke an API key."""
+
+    async def action(services: Services) -> str:
+        revoked = await services.accounts.revoke_key(key)
+        return f"revoked {revoked.id} ({revoked.prefix}…)"
+
+    typer.echo(_run(action))
+
+
+@admin.command("ledger")
+def ledger(
+    account: str, limit: Annotated[int, typer.Option(help="Most recent rows.")] = 50
+) -> None:
+    """Show an account's credit ledger, newest first."""
+
+    async def action(services: Services) -> list[str]:
+        target = await services.accounts.get(account)
+        rows = await services.billing.ledger(target.id, limit=limit)
+        balance = await services.billing.balance(target.id)
+        lines = [f"balance: {balance}"]
+        lines += [
+            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.amount:+6d}  {e.reason:<10} "
+            f"{e.generation_id or ''} {e.note}".rstrip()
+            for e in rows
+        ]
+        return lines
+
+    for row in _run(action):
+        typer.echo(row)
+
+
+def main() -> None:
+    app(prog_name="bananastand")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

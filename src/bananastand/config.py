@@ -1,0 +1,176 @@
+"""One typed settings object. Nothing else in the package reads the environment.
+
+Every setting is read from an environment variable named `BANANASTAND_<NAME>`
+(or from a `.env` file in the working directory). The README's configuration
+reference is generated from the field descriptions below; a test fails when
+the two drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BANANASTAND_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- serving ---------------------------------------------------------
+    environment: str = Field(
+        "dev", description="`dev` or `production`; production refuses unsafe defaults."
+    )
+    host: str = Field("127.0.0.1", description="Address `bananastand serve` binds.")
+    port: int = Field(8000, description="Port `bananastand serve` listens on.")
+    public_base_url: str = Field(
+        "",
+        description="Absolute base URL clients reach this server at; image URLs are built "
+        "from it. Empty: `http://{host}:{port}`.",
+    )
+    data_dir: Path = Field(
+        Path("data"), description="Folder for the SQLite database, images and the signing key."
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy async URL. Empty: a SQLite file in `data_dir`."
+    )
+    signing_secret: str = Field(
+        "",
+        description="Secret that signs image URLs. Empty in dev: generated once and kept in "
+        "`data_dir`. Required in production.",
+    )
+    max_body_bytes: int = Field(
+        30 * 1024 * 1024, description="Largest request body accepted (413 above)."
+    )
+    log_level: str = Field("info", description="Log level of the server.")
+
+    # --- requests ---------------------------------------------------------
+    catalog_path: Path | None = Field(
+        None, description="Model catalogue (TOML). Empty: the catalogue shipped with the package."
+    )
+    default_model: str = Field(
+        "nano-banana", description="Model used when `selectedModel` is absent."
+    )
+    max_prompt_length: int = Field(8000, description="Longest prompt accepted, in characters.")
+    max_quantity: int = Field(4, description="Global cap on `quantity` (models may cap lower).")
+
+    # --- accounts, keys, credits --------------------------------------------
+    max_keys_per_account: int = Field(5, description="Live API keys one account may hold.")
+    default_concurrency_limit: int = Field(
+        1, description="Generations in progress per account, unless the account overrides it."
+    )
+    api_access_threshold: float = Field(
+        1000, description="Cumulative recharge that turns API access on by itself."
+    )
+    currency: str = Field("CNY", description="Currency of recharges and of the threshold.")
+    demo_account: bool = Field(
+        True, description="On first start, create a demo account and print its API key once."
+    )
+    demo_credits: int = Field(100, description="Credits granted to the demo account.")
+
+    # --- jobs ---------------------------------------------------------------
+    async_queue_size: int = Field(
+        100, description="Async generations allowed to wait; beyond it async requests get 503."
+    )
+    async_workers: int = Field(4, description="Async generations run at the same time.")
+    stream_keepalive_seconds: float = Field(
+        15.0, description="Interval of SSE keep-alive comments while a generation runs."
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, description="On shutdown, how long running generations may take to finish."
+    )
+    default_duration_seconds: float = Field(
+        5.0,
+        description="Expected generation time before any was measured; feeds Retry-After.",
+    )
+
+    # --- images -------------------------------------------------------------
+    image_ttl_seconds: int = Field(
+        15 * 86400, ge=0, description="How long image URLs stay valid (seconds)."
+    )
+    sweep_interval_seconds: float = Field(
+        3600.0, description="How often expired images are deleted from disk."
+    )
+
+    # --- reference images ---------------------------------------------------
+    reference_max_count: int = Field(16, description="Most reference images in one request.")
+    reference_max_bytes: int = Field(
+        20 * 1024 * 1024, description="Largest reference image, in bytes."
+    )
+    reference_max_pixels: int = Field(
+        50_000_000, description="Largest reference image, in pixels (decompression bombs)."
+    )
+    reference_timeout_seconds: float = Field(
+        10.0, description="Total time allowed to fetch one reference image."
+    )
+    reference_max_redirects: int = Field(3, description="Redirects followed per reference.")
+    reference_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs exempt from the private-address block (tests, trusted intranets).",
+    )
+
+    # --- built-in renderer --------------------------------------------------
+    builtin_latency_seconds: float = Field(
+        0.0, description="Artificial time each built-in generation takes (spread over steps)."
+    )
+    builtin_failure_rate: float = Field(
+        0.0, description="Probability (0..1) that one built-in image fails."
+    )
+    builtin_steps: int = Field(4, description="Progress steps the built-in renderer reports.")
+    builtin_safety_words: list[str] = Field(
+        default_factory=list,
+        description="Words that make the built-in renderer answer like a provider's safety "
+        "filter (the contract's `warning`); for testing clients.",
+    )
+
+    @field_validator("builtin_failure_rate")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("must be between 0 and 1")
+        return value
+
+    @field_validator("reference_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str) -> str:
+        if value not in {"dev", "production"}:
+            raise ValueError("must be 'dev' or 'production'")
+        return value
+
+    # --- derived ----------------------------------------------------------
+    @cached_property
+    def base_url(self) -> str:
+        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'bananastand.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def check_production(self) -> None:
+        """Refuse unsafe defaults outside dev."""
+        if self.environment != "production":
+            return
+        problems = []
+        if len(self.signing_secret) < 32:
+            problems.append("BANANASTAND_SIGNING_SECRET must be set (32+ characters)")
+        if not self.public_base_url.startswith("https://"):
+            problems.append("BANANASTAND_PUBLIC_BASE_URL must be an https:// URL")
+        if self.demo_account:
+            problems.append("BANANASTAND_DEMO_ACCOUNT must be false")
+        if problems:
+            raise ValueError("unsafe production settings: " + "; ".join(problems))

@@ -1,0 +1,157 @@
+"""SQLAlchemy models: the tables behind accounts, keys, the credit ledger,
+generations and their images. SQLite and PostgreSQL share this code."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC; always hands back timezone-aware UTC datetimes (SQLite forgets zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    api_access: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_pro: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # None: the server's default limit.
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LedgerEntry(Base):
+    """One change of an account's credits. The balance is the sum of these."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ix_ledger_account_amount", "account_id", "amount"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))
+    generation_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Recharge(Base):
+    """Money paid in; the cumulative sum in the server's currency unlocks API access."""
+
+    __tablename__ = "recharges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    money_amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(8))
+    credits: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+    __table_args__ = (
+        Index("ix_generations_account_state", "account_id", "state"),
+        Index("ix_generations_state_created", "state", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    api_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str] = mapped_column(String(16))
+    aspect_ratio: Mapped[str] = mapped_column(String(16), default="default")
+    quantity: Mapped[int] = mapped_column(Integer)
+    reference_urls: Mapped[list[str]] = mapped_column(JSON, default=list)
+    seed: Mapped[int] = mapped_column(Integer)
+    # queued -> running -> completed | failed   (queued and running read "processing")
+    state: Mapped[str] = mapped_column(String(16))
+    unit_cost: Mapped[int] = mapped_column(Integer)
+    credits_charged: Mapped[int] = mapped_column(Integer)
+    credits_used: Mapped[int] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    warning_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    images: Mapped[list[StoredImage]] = relationship(
+        back_populates="generation", order_by="StoredImage.position", lazy="selectin"
+    )
+
+
+class StoredImage(Base):
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
+    account_id: Mapped[str] = mapped_column(String(32), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    extension: Mapped[str] = mapped_column(String(8))
+    mime_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    generation: Mapped[Generation] = relationship(back_populates="images")

@@ -1,0 +1,142 @@
+"""Domain errors, one small tree; `api.errors` turns them into the contract's JSON.
+
+    BananastandError                 500 internal_error
+    ├── InvalidRequest               400 invalid_request
+    │   └── ModelUnavailable         400 model_unavailable
+    ├── Unauthorized                 401 unauthorized
+    ├── InsufficientCredits          402 insufficient_credits
+    ├── Forbidden                    403 forbidden
+    │   ├── ApiAccessDisabled        403 api_access_disabled
+    │   └── ProRequired              403 pro_required
+    ├── NotFound                     404 not_found
+    ├── Conflict                     409 conflict
+    ├── Gone                         410 expired
+    ├── PayloadTooLarge              413 payload_too_large
+    ├── ConcurrencyLimitExceeded     429 concurrency_limit
+    ├── GenerationFailed             502 generation_failed
+    └── ServerBusy                   503 server_busy
+
+Every error carries a human `message`; `extra` adds fields to the body and
+`headers` adds response headers. Messages are written for clients: never put a
+secret or an internal detail in one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class BananastandError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "type": self.type, **self.extra}
+
+
+class InvalidRequest(BananastandError):
+    status = 400
+    type = "invalid_request"
+    default_message = "Invalid request parameters"
+
+
+class ModelUnavailable(InvalidRequest):
+    type = "model_unavailable"
+    default_message = "The selected model is not available on this server"
+
+
+class Unauthorized(BananastandError):
+    status = 401
+    type = "unauthorized"
+    default_message = "Invalid or missing API key"
+
+
+class InsufficientCredits(BananastandError):
+    status = 402
+    type = "insufficient_credits"
+    default_message = "Insufficient credits"
+
+
+class Forbidden(BananastandError):
+    status = 403
+    type = "forbidden"
+    default_message = "Forbidden"
+
+
+class ApiAccessDisabled(Forbidden):
+    type = "api_access_disabled"
+    default_message = "API access is not enabled for this account"
+
+
+class ProRequired(Forbidden):
+    type = "pro_required"
+    default_message = "This model requires a Pro account"
+
+
+class NotFound(BananastandError):
+    status = 404
+    type = "not_found"
+    default_message = "Not found"
+
+
+class Conflict(BananastandError):
+    status = 409
+    type = "conflict"
+    default_message = "Conflict"
+
+
+class Gone(BananastandError):
+    status = 410
+    type = "expired"
+    default_message = "This link has expired"
+
+
+class PayloadTooLarge(BananastandError):
+    status = 413
+    type = "payload_too_large"
+    default_message = "Request body too large"
+
+
+class ConcurrencyLimitExceeded(BananastandError):
+    status = 429
+    type = "concurrency_limit"
+    default_message = "Too many concurrent API requests for this account"
+
+    def __init__(self, *, limit: int, active: int, retry_after: int) -> None:
+        super().__init__(
+            extra={"limit": limit, "active": active},
+            headers={
+                "Retry-After": str(retry_after),
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Active": str(active),
+            },
+        )
+
+
+class GenerationFailed(BananastandError):
+    status = 502
+    type = "generation_failed"
+    default_message = "Generation failed"
+
+
+class ServerBusy(BananastandError):
+    status = 503
+    type = "server_busy"
+    default_message = "Server busy: the generation queue is full, retry later"
+
+    def __init__(self, *, retry_after: int) -> None:
+        super().__init__(headers={"Retry-After": str(retry_after)})

@@ -1,0 +1,83 @@
+"""Progress events of running generations, fanned out to stream subscribers.
+
+`ProgressBus` is the in-process implementation: each live generation has a
+channel that remembers its events, so a subscriber that arrives late (or
+reconnects) replays what it missed and then follows live. A channel closes
+after its final (`complete` or `error`) event and is forgotten shortly after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+Event = dict[str, Any]
+FINAL_TYPES = frozenset({"complete", "error"})
+_RETENTION_SECONDS = 60.0
+
+
+@dataclass
+class _Channel:
+    events: list[Event] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    closed: bool = False
+
+    @property
+    def progress(self) -> int:
+        return int(self.events[-1]["progress"]) if self.events else 0
+
+
+class ProgressBus:
+    def __init__(self) -> None:
+        self._channels: dict[str, _Channel] = {}
+
+    def open(self, generation_id: str) -> None:
+        self._channels.setdefault(generation_id, _Channel())
+
+    def is_open(self, generation_id: str) -> bool:
+        return generation_id in self._channels
+
+    async def publish(self, generation_id: str, event: Event) -> None:
+        """Append an event. Progress never goes down; nothing follows a final event."""
+        channel = self._channels.get(generation_id)
+        if channel is None or channel.closed:
+            return
+        event = {**event, "progress": max(int(event.get("progress", 0)), channel.progress)}
+        async with channel.changed:
+            channel.events.append(event)
+            if event["type"] in FINAL_TYPES:
+                channel.closed = True
+            channel.changed.notify_all()
+        if channel.closed:
+            asyncio.get_running_loop().call_later(
+                _RETENTION_SECONDS, self._channels.pop, generation_id, None
+            )
+
+    async def subscribe(
+        self, generation_id: str, *, after: int = 0, idle_timeout: float | None = None
+    ) -> AsyncIterator[Event | None]:
+        """Yield events from index `after` on, until the final one. Yields `None`
+        whenever `idle_timeout` passes without an event (time for a keep-alive)."""
+        channel = self._channels.get(generation_id)
+        if channel is None:
+            return
+        index = after
+        while True:
+            async with channel.changed:
+                if index >= len(channel.events) and not channel.closed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(channel.changed.wait(), idle_timeout)
+                pending = channel.events[index:]
+            if not pending:
+                if channel.closed:
+                    return
+                yield None
+                continue
+            for event in pending:
+                index += 1
+                yield event
+            if channel.closed and index >= len(channel.events):
+                return

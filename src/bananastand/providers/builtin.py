@@ -1,0 +1,126 @@
+"""The built-in offline renderer as a backend: no keys, no GPU, no network.
+
+Its latency, failure rate and a simulated safety filter are settings, so tests
+and benchmarks can exercise slow, failing and blocked generations.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import anyio
+import anyio.from_thread
+
+from bananastand import render
+from bananastand.config import Settings
+from bananastand.providers import Progress, register
+from bananastand.providers.base import (
+    GeneratedImage,
+    ImageRequest,
+    ProviderError,
+    ProviderResult,
+)
+
+SAFETY_MESSAGE = "Content safety check failed"
+
+
+@dataclass
+class BuiltinProvider:
+    latency_seconds: float = 0.0
+    failure_rate: float = 0.0
+    steps: int = 4
+    blocked_words: tuple[str, ...] = ()
+    name: str = "builtin"
+
+    async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult:
+        prompt = request.prompt.lower()
+        if any(word in prompt for word in self.blocked_words):
+            return ProviderResult(images=[], safety_message=SAFETY_MESSAGE)
+        width, height = render.size_for_ratio(_ratio(request))
+        references = [ref.open() for ref in request.references]
+        images: list[GeneratedImage] = []
+        errors: list[str] = []
+        total_ticks = request.quantity * self.steps
+        for index in range(request.quantity):
+            seed = request.seed + index
+
+            def on_step(step: int, steps: int, index: int = index) -> None:
+                tick = index * self.steps + step
+                if self.latency_seconds:
+                    anyio.from_thread.run(anyio.sleep, self.latency_seconds / total_ticks)
+                anyio.from_thread.run(
+                    progress,
+                    tick / total_ticks,
+                    f"Rendering image {index + 1} of {request.quantity}",
+                )
+
+            data = await anyio.to_thread.run_sync(
+                _render_png, request.prompt, seed, width, height, references, self.steps, on_step
+            )
+            if random.Random(f"{seed}:{index}").random() < self.failure_rate:
+                errors.append(f"image {index + 1}: simulated renderer failure")
+                continue
+            images.append(GeneratedImage(data=data, mime_type="image/png"))
+        if not images:
+            raise ProviderError("The built-in renderer failed (simulated failure)")
+        return ProviderResult(images=images, errors=errors)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _ratio(request: ImageRequest) -> str | None:
+    if request.aspect_ratio:
+        return request.aspect_ratio
+    if request.references:  # image-to-image keeps the first reference's shape
+        first = request.references[0]
+        return nearest_ratio(first.width, first.height)
+    return None
+
+
+STANDARD_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+
+
+def nearest_ratio(width: int, height: int) -> str:
+    """The standard aspect ratio closest (in log scale) to width:height."""
+    import math
+
+    target = math.log(width / height)
+
+    def distance(ratio: str) -> float:
+        w, h = ratio.split(":")
+        return abs(math.log(int(w) / int(h)) - target)
+
+    return min(STANDARD_RATIOS, key=distance)
+
+
+def _render_png(
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    references: list,  # type: ignore[type-arg]
+    steps: int,
+    on_step,  # type: ignore[no-untyped-def]
+) -> bytes:
+    image = render.render(
+        prompt,
+        seed=seed,
+        width=width,
+        height=height,
+        references=references,
+        steps=steps,
+        on_step=on_step,
+    )
+    return render.encode(image, "png")
+
+
+@register("builtin")
+def create(settings: Settings) -> BuiltinProvider:
+    return BuiltinProvider(
+        latency_seconds=settings.builtin_latency_seconds,
+        failure_rate=settings.builtin_failure_rate,
+        steps=max(1, settings.builtin_steps),
+        blocked_words=tuple(w.lower() for w in settings.builtin_safety_words),
+    )

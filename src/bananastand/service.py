@@ -1,0 +1,362 @@
+"""Generating images: validate and quote a request, admit it (charge, take a
+slot), dispatch it, run it through a backend, store the images and settle.
+
+`GenerationService.execute()` is the only code that runs a generation, and
+every way out of it (success, backend error, timeout, cancellation, crash of
+the process, found at the next start) ends in `Generations.settle()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from PIL import Image
+
+from bananastand.accounts import Caller
+from bananastand.catalog import Catalog, ModelSpec
+from bananastand.config import Settings
+from bananastand.db.models import Generation
+from bananastand.errors import InvalidRequest, ProRequired
+from bananastand.generations import Generations, ImageFile, NewGeneration
+from bananastand.ids import new_id
+from bananastand.jobs import Runner
+from bananastand.progress import ProgressBus
+from bananastand.providers import ImageRequest, Provider, ProviderError, ReferenceImage
+from bananastand.references import ReferenceFetcher
+from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key
+from bananastand.views import final_event
+
+log = logging.getLogger(__name__)
+
+MODES = ("sync", "stream", "async")
+INTERRUPTED = "Interrupted: the server stopped before this generation finished"
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    """A generation request as it arrives, before validation (see `prepare`)."""
+
+    prompt: Any
+    selected_model: str | None = None
+    reference_image_urls: list[str] | None = None
+    aspect_ratio: str | None = None
+    quantity: float | int | None = None
+    mode: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    model: ModelSpec
+    prompt: str
+    mode: str
+    aspect_ratio: str
+    quantity: int
+    reference_urls: list[str]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    record: Generation
+    balance: int
+
+
+class DurationStats:
+    """Moving average of seconds per image, per model: feeds Retry-After."""
+
+    def __init__(self, default_seconds: float) -> None:
+        self.default = default_seconds
+        self._per_image: dict[str, float] = {}
+
+    def observe(self, model: str, images: int, seconds: float) -> None:
+        per_image = seconds / max(1, images)
+        old = self._per_image.get(model)
+        self._per_image[model] = per_image if old is None else 0.8 * old + 0.2 * per_image
+
+    def estimate(self, model: str, quantity: int) -> float:
+        return self._per_image.get(model, self.default) * max(1, quantity)
+
+
+class GenerationService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+        providers: dict[str, Provider],
+        generations: Generations,
+        fetcher: ReferenceFetcher,
+        storage: LocalStorage,
+        signer: UrlSigner,
+        bus: ProgressBus,
+        durations: DurationStats,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.providers = providers
+        self.generations = generations
+        self.fetcher = fetcher
+        self.storage = storage
+        self.signer = signer
+        self.bus = bus
+        self.durations = durations
+        self.runner = Runner(self.execute, workers=settings.async_workers)
+        self._references: dict[str, tuple[ReferenceImage, ...]] = {}
+
+    # --- accepting ---------------------------------------------------------
+    def prepare(self, params: GenerateParams, *, is_pro: bool) -> Prepared:
+        """Validate a request against the contract and the model's capabilities."""
+        if not isinstance(params.prompt, str) or not params.prompt.strip():
+            raise InvalidRequest("prompt is required and must be a non-empty string")
+        prompt = params.prompt.strip()
+        if len(prompt) > self.settings.max_prompt_length:
+            raise InvalidRequest(
+                f"prompt is too long: {len(prompt)} characters, "
+                f"the limit is {self.settings.max_prompt_length}"
+            )
+        mode = params.mode if params.mode is not None else "sync"
+        if mode not in MODES:
+            raise InvalidRequest(f"mode must be one of sync, stream, async (got {mode!r})")
+        model = self.catalog.get(params.selected_model or self.settings.default_model)
+        if model.requires_pro and not is_pro:
+            raise ProRequired(f"The model {model.name!r} requires a Pro account")
+        references = list(params.reference_image_urls or [])
+        if references and not model.supports_image_input:
+            raise InvalidRequest(
+                f"The model {model.name!r} does not accept reference images (image-to-image)"
+            )
+        limit = min(model.max_reference_images, self.settings.reference_max_count)
+        if len(references) > limit:
+            raise InvalidRequest(
+                f"Too many reference images: {len(references)}; "
+                f"{model.name!r} accepts at most {limit}"
+            )
+        ratio = params.aspect_ratio if params.aspect_ratio is not None else "default"
+        if ratio != "default" and (
+            not model.supports_aspect_ratio or ratio not in model.aspect_ratios
+        ):
+            offered = ", ".join(model.aspect_ratios) if model.supports_aspect_ratio else "none"
+            raise InvalidRequest(
+                f"aspectRatio {ratio!r} is not supported by {model.name!r} "
+                f'(use "default" or one of: {offered})'
+            )
+        quantity = _clamp_quantity(
+            params.quantity, min(model.max_quantity, self.settings.max_quantity)
+        )
+        if model.streaming:
+            quantity = 1
+        seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
+        return Prepared(model, prompt, mode, ratio, quantity, references, seed % 2**31)
+
+    async def submit(self, caller: Caller, params: GenerateParams) -> Submission:
+        prepared = self.prepare(params, is_pro=caller.account.is_pro)
+        references = (
+            tuple(await self.fetcher.fetch_all(prepared.reference_urls))
+            if prepared.reference_urls
+            else ()
+        )
+        new = NewGeneration(
+            id=new_id(),
+            account_id=caller.account.id,
+            api_key_id=caller.key_id,
+            prompt=prepared.prompt,
+            model=prepared.model.name,
+            mode=prepared.mode,
+            aspect_ratio=prepared.aspect_ratio,
+            quantity=prepared.quantity,
+            reference_urls=[_summarise(url) for url in prepared.reference_urls],
+            seed=prepared.seed,
+            unit_cost=prepared.model.unit_cost(len(references)),
+        )
+        if new.mode == "async" and references:
+            # Written before admission so a queued job can be resumed after a restart.
+            await self._save_references(new.id, references)
+        try:
+            record, balance = await self.generations.admit(
+                new,
+                default_limit=self.settings.default_concurrency_limit,
+                queue_size=self.settings.async_queue_size if new.mode == "async" else None,
+                queue_workers=self.settings.async_workers,
+            )
+        except BaseException:
+            if new.mode == "async" and references:
+                await self._drop_references(new.id, len(references))
+            raise
+        self._references[record.id] = references
+        self.bus.open(record.id)
+        if record.mode == "async":
+            self.runner.enqueue(record.id)
+        else:
+            self.runner.run_now(record.id)
+        return Submission(record, balance)
+
+    # --- running -------------------------------------------------------------
+    async def execute(self, generation_id: str) -> None:
+        """Run one admitted generation to its settlement."""
+        if not await self.generations.mark_running(generation_id):
+            return  # already settled, or taken by someone else
+        record = await self.generations.get(generation_id)
+        settled = False
+        images: list[ImageFile] = []
+        started = time.monotonic()
+        try:
+            await self._publish(record.id, "status", "Processing...", 5)
+            model = self.catalog.get(record.model)
+            provider = self.providers[model.backend]
+            references = await self._load_references(record)
+
+            async def progress(fraction: float, message: str) -> None:
+                fraction = min(max(fraction, 0.0), 1.0)
+                await self._publish(record.id, "status", message, 5 + int(fraction * 85))
+
+            request = ImageRequest(
+                prompt=record.prompt,
+                backend_model=model.backend_model,
+                quantity=record.quantity,
+                seed=record.seed,
+                aspect_ratio=None if record.aspect_ratio == "default" else record.aspect_ratio,
+                references=references,
+                options=dict(model.options),
+            )
+            try:
+                async with asyncio.timeout(model.timeout_seconds):
+                    result = await provider.generate(request, progress)
+            except TimeoutError:
+                raise ProviderError(
+                    f"Generation timed out after {model.timeout_seconds:g} seconds"
+                ) from None
+            await self._publish(record.id, "status", "Saving images...", 92)
+            images = [await self._store(image.data) for image in result.images]
+            error = "; ".join(result.errors) or None
+            await self._settle(record.id, images=images, error=error, warning=result.safety_message)
+            settled = True
+            self.durations.observe(record.model, max(1, len(images)), time.monotonic() - started)
+        except asyncio.CancelledError:
+            if record.mode == "async":
+                await self.generations.requeue(record.id)  # resumed at the next start
+                settled = True
+            raise
+        except ProviderError as exc:
+            log.warning("generation %s failed: %s", record.id, exc)
+            await self._settle(record.id, images=images, error=str(exc) or "Generation failed")
+            settled = True
+        except Exception:
+            log.exception("generation %s: internal error", record.id)
+            await self._settle(record.id, images=images, error="Internal error while generating")
+            settled = True
+        finally:
+            if not settled:
+                await asyncio.shield(self._settle(record.id, images=images, error=INTERRUPTED))
+            self._references.pop(record.id, None)
+            if record.mode == "async" and record.reference_urls:
+                await self._drop_references(record.id, len(record.reference_urls))
+
+    async def _settle(
+        self,
+        generation_id: str,
+        *,
+        images: list[ImageFile],
+        error: str | None = None,
+        warning: str | None = None,
+    ) -> None:
+        settled = await self.generations.settle(
+            generation_id,
+            images=images,
+            error=error,
+            warning=warning,
+            image_ttl=timedelta(seconds=self.settings.image_ttl_seconds),
+        )
+        if settled.changed:
+            await self.bus.publish(
+                generation_id, final_event(settled.generation, settled.balance, self.signer)
+            )
+
+    async def _publish(self, generation_id: str, kind: str, message: str, progress: int) -> None:
+        await self.bus.publish(
+            generation_id, {"type": kind, "message": message, "progress": progress}
+        )
+
+    async def _store(self, data: bytes) -> ImageFile:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            mime = Image.MIME.get(image.format or "", "image/png")
+        extension = EXTENSIONS.get(mime, "png")
+        image_id = secrets.token_urlsafe(18)
+        await self.storage.put(image_key(image_id, extension), data)
+        return ImageFile(image_id, extension, mime, width, height, len(data))
+
+    # --- references kept for queued jobs ------------------------------------
+    async def _save_references(self, generation_id: str, refs: tuple[ReferenceImage, ...]) -> None:
+        for index, ref in enumerate(refs):
+            meta = json.dumps({"mime": ref.mime_type, "w": ref.width, "h": ref.height}).encode()
+            await self.storage.put(f"references/{generation_id}/{index}.json", meta)
+            await self.storage.put(f"references/{generation_id}/{index}.bin", ref.data)
+
+    async def _load_references(self, record: Generation) -> tuple[ReferenceImage, ...]:
+        if record.id in self._references:
+            return self._references[record.id]
+        refs = []
+        for index in range(len(record.reference_urls)):
+            meta_path = self.storage.path(f"references/{record.id}/{index}.json")
+            data_path = self.storage.path(f"references/{record.id}/{index}.bin")
+            if meta_path is None or data_path is None:
+                raise ProviderError("The reference images of this generation were lost")
+            meta = json.loads(meta_path.read_bytes())
+            refs.append(ReferenceImage(data_path.read_bytes(), meta["mime"], meta["w"], meta["h"]))
+        return tuple(refs)
+
+    async def _drop_references(self, generation_id: str, count: int) -> None:
+        for index in range(count):
+            await self.storage.delete(f"references/{generation_id}/{index}.json")
+            await self.storage.delete(f"references/{generation_id}/{index}.bin")
+
+    # --- lifecycle -------------------------------------------------------------
+    async def recover(self) -> tuple[int, int]:
+        """At start: resume async generations a stopped process left behind; fail
+        and refund the others (their callers are gone). Returns (resumed, failed)."""
+        resumed = failed = 0
+        for record in await self.generations.in_progress():
+            if record.mode == "async":
+                await self.generations.requeue(record.id)
+                self.bus.open(record.id)
+                self.runner.enqueue(record.id)
+                resumed += 1
+            else:
+                await self._settle(record.id, images=[], error=INTERRUPTED)
+                failed += 1
+        return resumed, failed
+
+    async def sweep_expired(self) -> int:
+        """Delete the bytes of expired images; their URLs already answer 410."""
+        expired = await self.generations.expired_images()
+        for image in expired:
+            await self.storage.delete(image_key(image.id, image.extension))
+        await self.generations.mark_deleted([image.id for image in expired])
+        return len(expired)
+
+
+def _clamp_quantity(value: float | int | None, maximum: int) -> int:
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequest("quantity must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidRequest("quantity must be a finite number")
+    return int(min(max(math.trunc(value), 1), maximum))
+
+
+def _summarise(url: str) -> str:
+    """What the record keeps of a reference URL: data URLs are not stored whole."""
+    if url.startswith("data:"):
+        return url.split(",", 1)[0] + ",…"
+    return url

@@ -1,0 +1,130 @@
+"""Builds every service once from the settings, and starts and stops them.
+
+The web app, the CLI and the tests all get their services from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from bananastand.accounts import Accounts, CreatedKey
+from bananastand.billing import Billing
+from bananastand.catalog import Catalog
+from bananastand.config import Settings
+from bananastand.db import Database
+from bananastand.generations import Generations
+from bananastand.progress import ProgressBus
+from bananastand.providers import Provider, build_providers
+from bananastand.references import FetchPolicy, ReferenceFetcher
+from bananastand.service import DurationStats, GenerationService
+from bananastand.storage import LocalStorage, UrlSigner, load_or_create_secret
+
+log = logging.getLogger(__name__)
+
+DEMO_EMAIL = "demo@bananastand.local"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    accounts: Accounts
+    billing: Billing
+    catalog: Catalog
+    providers: dict[str, Provider]
+    unusable: dict[str, str]
+    generation: GenerationService
+    demo_key: CreatedKey | None = None
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        settings.check_production()
+        db = Database(settings.resolved_database_url)
+        full_catalog = Catalog.load(settings.catalog_path)
+        providers, unusable = build_providers(settings, {m.backend for m in full_catalog})
+        catalog = full_catalog.only(set(providers))
+        durations = DurationStats(settings.default_duration_seconds)
+        generations = Generations(db, estimate=durations.estimate)
+        fetcher = ReferenceFetcher(
+            FetchPolicy(
+                max_bytes=settings.reference_max_bytes,
+                max_pixels=settings.reference_max_pixels,
+                timeout_seconds=settings.reference_timeout_seconds,
+                max_redirects=settings.reference_max_redirects,
+                allowed_networks=tuple(settings.reference_allowed_networks),
+            )
+        )
+        signer = UrlSigner(
+            load_or_create_secret(settings.signing_secret, settings.data_dir), settings.base_url
+        )
+        service = GenerationService(
+            settings=settings,
+            catalog=catalog,
+            providers=providers,
+            generations=generations,
+            fetcher=fetcher,
+            storage=LocalStorage(settings.data_dir / "files"),
+            signer=signer,
+            bus=ProgressBus(),
+            durations=durations,
+        )
+        return cls(
+            settings=settings,
+            db=db,
+            accounts=Accounts(db, max_keys=settings.max_keys_per_account),
+            billing=Billing(
+                db, threshold=settings.api_access_threshold, currency=settings.currency
+            ),
+            catalog=catalog,
+            providers=providers,
+            unusable=unusable,
+            generation=service,
+        )
+
+    async def start(self, *, run_jobs: bool = True) -> None:
+        await self.db.migrate()
+        for model in self.catalog:
+            log.info("model %s: live on backend %s", model.name, model.backend)
+        for backend, reason in self.unusable.items():
+            log.info("backend %s: not offered (%s)", backend, reason)
+        if not run_jobs:
+            return
+        if self.settings.demo_account and await self.accounts.count() == 0:
+            self.demo_key = await self.create_demo_account()
+        await self.generation.runner.start()
+        resumed, failed = await self.generation.recover()
+        if resumed or failed:
+            log.info("recovered unfinished generations: %d resumed, %d failed", resumed, failed)
+        self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
+
+    async def create_demo_account(self) -> CreatedKey:
+        account = await self.accounts.create(email=DEMO_EMAIL, display_name="Demo", api_access=True)
+        await self.billing.grant(
+            account.id, self.settings.demo_credits, reason="demo account credits"
+        )
+        return await self.accounts.create_key(account.id, name="demo")
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                deleted = await self.generation.sweep_expired()
+                if deleted:
+                    log.info("deleted %d expired images", deleted)
+            except Exception:
+                log.exception("image sweep failed")
+            await asyncio.sleep(self.settings.sweep_interval_seconds)
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.generation.runner.stop(grace_seconds=self.settings.shutdown_grace_seconds)
+        await self.generation.fetcher.aclose()
+        for provider in self.providers.values():
+            await provider.aclose()
+        await self.db.close()

@@ -1,0 +1,107 @@
+"""Image bytes and their signed, expiring URLs.
+
+An image URL looks like `{public_base_url}/images/{expires}/{signature}/{id}.png`:
+the id is random (unguessable), the expiry is part of what the HMAC signs (so
+it cannot be stretched), and the last path segment is the file name with its
+extension. Storage backends are a small protocol; `LocalStorage` keeps files
+under a folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from bananastand.errors import Gone, NotFound
+
+EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class Storage(Protocol):
+    async def put(self, key: str, data: bytes) -> None: ...
+    def path(self, key: str) -> Path | None: ...
+    async def delete(self, key: str) -> None: ...
+
+
+class LocalStorage:
+    """Files under one folder; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _file(self, key: str) -> Path:
+        if ".." in key or key.startswith("/"):
+            raise ValueError("bad storage key")
+        return self.root / key
+
+    async def put(self, key: str, data: bytes) -> None:
+        import anyio
+
+        await anyio.to_thread.run_sync(self._put, key, data)
+
+    def _put(self, key: str, data: bytes) -> None:
+        target = self._file(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def path(self, key: str) -> Path | None:
+        target = self._file(key)
+        return target if target.is_file() else None
+
+    async def delete(self, key: str) -> None:
+        self._file(key).unlink(missing_ok=True)
+
+
+def image_key(image_id: str, extension: str) -> str:
+    return f"images/{image_id[:2]}/{image_id}.{extension}"
+
+
+class UrlSigner:
+    def __init__(self, secret: bytes, base_url: str) -> None:
+        self._secret = secret
+        self.base_url = base_url.rstrip("/")
+
+    def _signature(self, filename: str, expires: int) -> str:
+        mac = hmac.new(self._secret, f"{filename}:{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:18]).decode().rstrip("=")
+
+    def url(self, image_id: str, extension: str, expires_at: datetime) -> str:
+        filename = f"{image_id}.{extension}"
+        expires = int(expires_at.timestamp())
+        return f"{self.base_url}/images/{expires}/{self._signature(filename, expires)}/{filename}"
+
+    def verify(self, expires: str, signature: str, filename: str, *, now: float) -> tuple[str, str]:
+        """Check a URL's parts; return (image id, extension) or raise 404/410."""
+        if not expires.isdigit() or "." not in filename:
+            raise NotFound("No such image")
+        expected = self._signature(filename, int(expires))
+        if not hmac.compare_digest(expected, signature):
+            raise NotFound("No such image")
+        if int(expires) <= now:
+            raise Gone("This image URL has expired")
+        image_id, _, extension = filename.rpartition(".")
+        return image_id, extension
+
+
+def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
+    """The signing secret: configured, or generated once and kept in the data dir."""
+    if configured:
+        return configured.encode()
+    path = data_dir / "signing.key"
+    if path.exists():
+        return path.read_bytes().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secret)
+    return secret

@@ -1,0 +1,143 @@
+"""Shared fixtures: settings on a temporary folder, the app over ASGI, accounts
+with keys. End-to-end fixtures that start a real server live in `tests/e2e`."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from bananastand.app import create_app
+from bananastand.config import Settings
+from bananastand.services import Services
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "public_base_url": "https://images.example.test",
+        "demo_account": False,
+        "shutdown_grace_seconds": 0.0,
+        "stream_keepalive_seconds": 5.0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Api:
+    """The app over ASGI, with its services, for tests that need no real socket."""
+
+    client: httpx.AsyncClient
+    services: Services
+
+    async def account(
+        self,
+        *,
+        credits: int = 100,
+        api_access: bool = True,
+        concurrency_limit: int | None = None,
+        email: str | None = None,
+        is_pro: bool = False,
+    ) -> Key:
+        import secrets
+
+        account = await self.services.accounts.create(
+            email=email or f"user-{secrets.token_hex(4)}@example.test",
+            api_access=api_access,
+            concurrency_limit=concurrency_limit,
+            is_pro=is_pro,
+        )
+        if credits:
+            await self.services.billing.grant(account.id, credits, reason="test credits")
+        created = await self.services.accounts.create_key(account.id, name="test")
+        return Key(account.id, created.secret)
+
+    async def balance(self, key: Key) -> int:
+        return await self.services.billing.balance(key.account_id)
+
+    async def generate(self, key: Key, **body: Any) -> httpx.Response:
+        return await self.client.post("/api/v1/generate", json=body, headers=key.headers)
+
+    async def poll(self, key: Key, generation_id: str) -> dict[str, Any]:
+        response = await self.client.get(
+            "/api/v1/generate", params={"id": generation_id}, headers=key.headers
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["data"]  # type: ignore[no-any-return]
+
+    async def wait_settled(self, key: Key, generation_id: str) -> dict[str, Any]:
+        """Wait for the generation's run to end (no polling loop: the runner says)."""
+        await self.services.generation.runner.wait(generation_id)
+        return await self.poll(key, generation_id)
+
+    async def download(self, url: str) -> httpx.Response:
+        base = self.services.settings.base_url
+        assert url.startswith(base + "/"), url
+        return await self.client.get(url[len(base) :])
+
+    async def ledger_sum(self, key: Key) -> int:
+        return sum(
+            e.amount for e in await self.services.billing.ledger(key.account_id, limit=10**6)
+        )
+
+
+@dataclass(frozen=True)
+class Key:
+    account_id: str
+    secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+
+ApiFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
+    """Build an `Api` with setting overrides; everything is stopped at teardown."""
+    started: list[Api] = []
+
+    async def build(**overrides: Any) -> Api:
+        settings = make_settings(tmp_path / f"app{len(started)}", **overrides)
+        services = Services.build(settings)
+        app = create_app(settings, services=services)
+        await services.start()
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=30
+        )
+        api = Api(client, services)
+        started.append(api)
+        return api
+
+    yield build
+    for api in started:
+        await api.client.aclose()
+        await api.services.stop()
+
+
+@pytest.fixture
+async def api(api_factory: ApiFactory) -> Api:
+    return await api_factory()
+
+
+def png_bytes(
+    size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (200, 30, 30)
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    import base64
+
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
