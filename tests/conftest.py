@@ -141,3 +141,40 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
     import base64
 
     return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def parse_sse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Split an SSE body into its `data:` events (parsed) and its comment lines."""
+    import json
+
+    events: list[dict[str, Any]] = []
+    comments: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("data: "):
+            events.append(json.loads(line[len("data: ") :]))
+        elif line.startswith(":"):
+            comments.append(line)
+    return events, comments
+
+
+async def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0) -> None:
+    """Poll an async condition until it holds (bounded); fails the test otherwise."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def states(api: Api, account_id: str) -> list[str]:
+    from sqlalchemy import select
+
+    from bananastand.db.models import Generation
+
+    async with api.services.db.read() as session:
+        rows = await session.scalars(
+            select(Generation.state).where(Generation.account_id == account_id)
+        )
+        return list(rows)

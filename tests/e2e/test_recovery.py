@@ -1,0 +1,131 @@
+"""A killed server loses nothing: at the next start, async generations resume
+and the others are failed and refunded; no slot stays taken."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import requests
+
+from tests.e2e.conftest import Server
+
+
+def _wait_for(check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _credits(server: Server, key: str) -> int:
+    response = requests.get(
+        server.url("/api/v1/credits"), headers={"Authorization": f"Bearer {key}"}, timeout=5
+    )
+    return int(response.json()["data"]["credits"])
+
+
+def test_async_generation_resumes_after_kill_9(server_factory: Any, tmp_path: Any) -> None:
+    first = server_factory(tmp_path / "data", builtin_latency_seconds=60).start()
+    key = first.demo_key
+    assert key
+    headers = {"Authorization": f"Bearer {key}"}
+    submitted = requests.post(
+        first.url("/api/v1/generate"),
+        json={"prompt": "survivor", "mode": "async"},
+        headers=headers,
+        timeout=10,
+    ).json()
+    generation_id = submitted["generationId"]
+    assert submitted["remainingCredits"] == 99
+    first.kill()
+
+    second = server_factory(tmp_path / "data").start()
+    assert second.demo_key is None  # the demo account is created once, on the first start
+
+    def completed() -> dict | None:  # type: ignore[type-arg]
+        data = requests.get(
+            second.url("/api/v1/generate"),
+            params={"id": generation_id},
+            headers=headers,
+            timeout=5,
+        ).json()["data"]
+        return data if data["processingStatus"] != "processing" else None
+
+    data = _wait_for(completed)
+    assert data["processingStatus"] == "completed"
+    assert len(data["outputImageUrls"]) == 1
+    assert data["creditsUsed"] == 1
+    assert _credits(second, key) == 99  # charged once, not twice
+    image = requests.get(data["outputImageUrls"][0], timeout=5)
+    assert image.status_code == 200
+
+
+def test_sync_generation_cut_by_kill_9_is_failed_and_refunded(
+    server_factory: Any, tmp_path: Any
+) -> None:
+    first = server_factory(tmp_path / "data", builtin_latency_seconds=60).start()
+    key = first.demo_key
+    assert key
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def call() -> None:
+        with contextlib.suppress(requests.RequestException):  # the server dies under it
+            requests.post(
+                first.url("/api/v1/generate"),
+                json={"prompt": "doomed", "quantity": 2},
+                headers=headers,
+                timeout=30,
+            )
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    _wait_for(lambda: _credits(first, key) == 98)  # charged at acceptance
+    first.kill()
+    caller.join(timeout=10)
+
+    second = server_factory(tmp_path / "data").start()
+    assert _credits(second, key) == 100  # refunded at the next start
+    # The slot is free again: a new generation is accepted, not 429.
+    response = requests.post(
+        second.url("/api/v1/generate"), json={"prompt": "next"}, headers=headers, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    ledger = second.cli("admin", "ledger", "demo@bananastand.local")
+    assert ledger.returncode == 0, ledger.stderr
+    assert "refund" in ledger.stdout
+    assert "balance: 99" in ledger.stdout
+
+
+def test_second_server_on_the_same_data_folder_is_refused(
+    server_factory: Any, tmp_path: Any
+) -> None:
+    server_factory(tmp_path / "data").start()
+    clash = server_factory(tmp_path / "data")
+    clash_process = clash.cli("serve")
+    assert clash_process.returncode != 0
+    assert "already using" in clash_process.stderr
+
+
+def test_state_survives_a_clean_restart(server_factory: Any, tmp_path: Any) -> None:
+    first = server_factory(tmp_path / "data").start()
+    key = first.demo_key
+    headers = {"Authorization": f"Bearer {key}"}
+    body = requests.post(
+        first.url("/api/v1/generate"), json={"prompt": "kept"}, headers=headers, timeout=30
+    ).json()
+    first.stop()
+    second = server_factory(tmp_path / "data").start()
+    data = requests.get(
+        second.url("/api/v1/generate"),
+        params={"id": body["generationId"]},
+        headers=headers,
+        timeout=5,
+    ).json()["data"]
+    assert data["processingStatus"] == "completed"
+    assert _credits(second, key) == 99

@@ -1,0 +1,81 @@
+"""The admin CLI, as an operator types it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bananastand.cli import app
+
+
+@pytest.fixture
+def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    env = {"BANANASTAND_DATA_DIR": str(tmp_path / "data"), "BANANASTAND_DEMO_ACCOUNT": "false"}
+
+    def invoke(*args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+        result = runner.invoke(app, list(args), env=env)
+        if ok:
+            assert result.exit_code == 0, result.output
+        else:
+            assert result.exit_code != 0, result.output
+        return result
+
+    return invoke
+
+
+def test_account_lifecycle(run) -> None:  # type: ignore[no-untyped-def]
+    created = run("admin", "create-account", "ops@example.com", "--credits", "5")
+    assert "credits: 5" in created.output
+    assert "api access: off" in created.output
+    run("admin", "create-account", "ops@example.com", ok=False)
+
+    recharged = run("admin", "recharge", "ops@example.com", "999.99", "--credits", "1000")
+    assert "api access: off" in recharged.output
+    assert "credits: 1005" in recharged.output
+    recharged = run("admin", "recharge", "ops@example.com", "0.01", "--credits", "0")
+    assert "api access: on" in recharged.output  # 1000 CNY reached
+
+    assert (
+        "credits: 1015"
+        in run("admin", "grant", "ops@example.com", "10", "--reason", "promo").output
+    )
+    assert (
+        "credits: 1000" in run("admin", "deduct", "ops@example.com", "15", "--reason", "fix").output
+    )
+    run("admin", "deduct", "ops@example.com", "5000", "--reason", "too much", ok=False)
+    run("admin", "grant", "ops@example.com", "10", ok=False)  # reason required
+
+    assert "api access: off" in run("admin", "api-access", "ops@example.com", "off").output
+    assert "api access: on" in run("admin", "api-access", "ops@example.com", "on").output
+    assert "concurrency limit: 3" in run("admin", "set-limit", "ops@example.com", "3").output
+    assert "(default)" in run("admin", "set-limit", "ops@example.com", "default").output
+    run("admin", "set-limit", "ops@example.com", "0", ok=False)
+    assert "pro: yes" in run("admin", "pro", "ops@example.com", "on").output
+
+    ledger = run("admin", "ledger", "ops@example.com").output
+    assert "balance: 1000" in ledger
+    for reason in ("recharge", "grant", "deduct"):
+        assert reason in ledger
+    assert "ops@example.com" in run("admin", "list-accounts").output
+    run("admin", "show", "nobody@example.com", ok=False)
+
+
+def test_keys_are_printed_once_listed_by_prefix_and_revocable(run) -> None:  # type: ignore[no-untyped-def]
+    run("admin", "create-account", "dev@example.com", "--api-access")
+    created = run("admin", "create-key", "dev@example.com", "--name", "laptop")
+    secret = re.search(r"nb_[A-Za-z0-9_-]+", created.stdout).group(0)  # type: ignore[union-attr]
+    listing = run("admin", "list-keys", "dev@example.com").output
+    assert secret not in listing
+    assert secret[:10] in listing
+    assert "laptop" in listing
+    key_id = listing.split()[0]
+    assert "revoked" in run("admin", "revoke-key", key_id).output
+    assert "(no keys)" in run("admin", "list-keys", "dev@example.com").output
+    assert "REVOKED" in run("admin", "list-keys", "dev@example.com", "--all").output
+    for _ in range(5):
+        run("admin", "create-key", "dev@example.com")
+    assert "at most 5" in run("admin", "create-key", "dev@example.com", ok=False).output
