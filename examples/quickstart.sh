@@ -6,7 +6,7 @@ set -euo pipefail
 NB_BASE_URL="${NB_BASE_URL:-http://127.0.0.1:8000/api/v1}"
 : "${NB_API_KEY:?set NB_API_KEY to your API key}"
 
-curl -sS -X POST "$NB_BASE_URL/generate" \
+curl -sS --fail-with-body -X POST "$NB_BASE_URL/generate" \
   -H "Content-Type: application/json" \
   -H "Authorization: Bearer $NB_API_KEY" \
   -d '{

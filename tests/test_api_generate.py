@@ -337,3 +337,21 @@ async def test_default_model_is_configurable(api_factory) -> None:  # type: igno
 
 def test_default_catalogue_ships_with_the_package() -> None:
     assert DEFAULT_CATALOG.is_file()
+
+
+async def test_generation_past_the_model_timeout_fails_and_is_refunded(
+    api_factory, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(
+        DEFAULT_CATALOG.read_text().replace("timeoutSeconds = 120", "timeoutSeconds = 0.2", 1)
+    )
+    api = await api_factory(catalog_path=catalog, builtin_latency_seconds=30)
+    key = await api.account(credits=4)
+    response = await api.generate(key, prompt="too slow", quantity=2)
+    assert response.status_code == 502
+    assert "timed out" in response.json()["error"]
+    assert await api.balance(key) == 4
+    data = await api.poll(key, response.json()["generationId"])
+    assert data["processingStatus"] == "failed"
+    assert data["creditsUsed"] == 0

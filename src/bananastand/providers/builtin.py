@@ -55,8 +55,17 @@ class BuiltinProvider:
                     f"Rendering image {index + 1} of {request.quantity}",
                 )
 
+            # abandon_on_cancel: a timeout or shutdown does not wait for the thread.
             data = await anyio.to_thread.run_sync(
-                _render_png, request.prompt, seed, width, height, references, self.steps, on_step
+                _render_png,
+                request.prompt,
+                seed,
+                width,
+                height,
+                references,
+                self.steps,
+                on_step,
+                abandon_on_cancel=True,
             )
             if random.Random(f"{seed}:{index}").random() < self.failure_rate:
                 errors.append(f"image {index + 1}: simulated renderer failure")
