@@ -1,6 +1,6 @@
 """Async mode: submit, poll GET /generate?id=... until done, then download.
 
-    NB_API_KEY=nb_... python examples/async_poll.py [OUT_DIR] [PROMPT] [QUANTITY]
+NB_API_KEY=nb_... python examples/async_poll.py [OUT_DIR] [PROMPT] [QUANTITY]
 """
 
 import os

@@ -1,6 +1,6 @@
 """Stream mode: follow progress over Server-Sent Events, then download.
 
-    NB_API_KEY=nb_... python examples/stream.py [OUT_DIR] [PROMPT]
+NB_API_KEY=nb_... python examples/stream.py [OUT_DIR] [PROMPT]
 """
 
 import json

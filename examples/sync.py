@@ -1,6 +1,6 @@
 """Sync mode: wait for the images, then download them.
 
-    NB_API_KEY=nb_... python examples/sync.py [OUT_DIR] [PROMPT] [QUANTITY]
+NB_API_KEY=nb_... python examples/sync.py [OUT_DIR] [PROMPT] [QUANTITY]
 """
 
 import os

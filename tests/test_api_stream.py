@@ -94,3 +94,10 @@ async def test_stream_sends_keepalive_comments_while_waiting(api_factory) -> Non
     assert events[-1]["type"] == "complete"
     assert comments, "expected keep-alive comment lines"
     assert all(c.startswith(":") for c in comments)
+
+
+async def test_stream_and_async_answers_name_the_generation_in_a_header(api: Api) -> None:
+    key = await api.account()
+    stream = await api.generate(key, prompt="cat", mode="stream")
+    events, _ = parse_sse(stream.text)
+    assert stream.headers["X-Generation-Id"] == events[-1]["data"]["generationId"]

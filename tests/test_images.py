@@ -82,3 +82,12 @@ async def test_ttl_is_configurable(api_factory) -> None:  # type: ignore[no-unty
     url, _ = await _one_image(api)
     expires = int(url.rsplit("/", 3)[1])
     assert abs(expires - (datetime.now(UTC).timestamp() + 3600)) < 60
+
+
+async def test_head_answers_like_get_without_a_body(api: Api) -> None:
+    url, _ = await _one_image(api)
+    base = api.services.settings.base_url
+    response = await api.client.head(url[len(base) :])
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == b""

@@ -114,7 +114,11 @@ async def generate(request: Request, caller: CurrentCaller, services: ServicesDe
         return StreamingResponse(
             _stream(services, submission),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                "X-Generation-Id": record.id,
+            },
         )
     # sync: the generation runs detached; a client that leaves does not stop it.
     await service.runner.wait(record.id)

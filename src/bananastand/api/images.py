@@ -17,8 +17,11 @@ router = APIRouter(tags=["images"])
 _MIME = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
+IMAGE_PATH = "/images/{expires}/{signature}/{filename}"
+
+
 @router.get(
-    "/images/{expires}/{signature}/{filename}",
+    IMAGE_PATH,
     summary="Download a generated image",
     response_class=FileResponse,
     responses={404: {"description": "Unknown or deleted"}, 410: {"description": "Expired"}},
@@ -41,3 +44,7 @@ async def get_image(
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+# HEAD answers like GET without the body (download tools and CDNs ask first).
+router.add_api_route(IMAGE_PATH, get_image, methods=["HEAD"], include_in_schema=False)
