@@ -344,7 +344,17 @@ async def test_generation_past_the_model_timeout_fails_and_is_refunded(
 ) -> None:  # type: ignore[no-untyped-def]
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(
-        DEFAULT_CATALOG.read_text().replace("timeoutSeconds = 120", "timeoutSeconds = 0.2", 1)
+        """
+[[models]]
+name = "nano-banana"
+displayName = "Nano Banana"
+backend = "builtin"
+backendModel = "builtin-v1"
+creditsCost = 1
+supportsImageInput = true
+supportsAspectRatio = false
+timeoutSeconds = 0.2
+"""
     )
     api = await api_factory(catalog_path=catalog, builtin_latency_seconds=30)
     key = await api.account(credits=4)

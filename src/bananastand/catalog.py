@@ -5,7 +5,7 @@ the default ships beside this module as `catalog.toml`)."""
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,39 +63,67 @@ class ModelSpec(BaseModel):
         }
 
 
-class Catalog:
-    """The models on offer, in the file's order."""
+def load_entries(path: Path | None = None) -> list[ModelSpec]:
+    """Read a catalogue file. A name may appear more than once: the first entry
+    whose backend is usable here is the one offered (e.g. Gemini, else built-in)."""
+    path = path or DEFAULT_CATALOG
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"cannot read the model catalogue {path}: {exc}") from exc
+    try:
+        return [ModelSpec.model_validate(entry) for entry in raw.get("models", [])]
+    except ValidationError as exc:
+        raise ValueError(f"invalid model catalogue {path}: {exc}") from exc
 
-    def __init__(self, models: Iterable[ModelSpec]) -> None:
+
+class Catalog:
+    """The models on offer, in the file's order, and why the others are not."""
+
+    def __init__(
+        self, models: Iterable[ModelSpec], *, unavailable: dict[str, str] | None = None
+    ) -> None:
         self._models: dict[str, ModelSpec] = {}
         for model in models:
             if model.name in self._models:
                 raise ValueError(f"model {model.name!r} is listed twice")
             self._models[model.name] = model
+        self.unavailable = dict(unavailable or {})
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Catalog:
-        path = path or DEFAULT_CATALOG
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-        try:
-            return cls(ModelSpec.model_validate(entry) for entry in raw.get("models", []))
-        except ValidationError as exc:
-            raise ValueError(f"invalid model catalogue {path}: {exc}") from exc
+    def resolve(
+        cls, entries: Iterable[ModelSpec], reasons: Callable[[ModelSpec], str | None]
+    ) -> Catalog:
+        """Offer, per name, the first entry `reasons` has nothing against."""
+        offered: dict[str, ModelSpec] = {}
+        why_not: dict[str, list[str]] = {}
+        for entry in entries:
+            if entry.name in offered:
+                continue
+            reason = reasons(entry)
+            if reason is None:
+                offered[entry.name] = entry
+            else:
+                why_not.setdefault(entry.name, []).append(f"{entry.backend}: {reason}")
+        unavailable = {name: "; ".join(why) for name, why in why_not.items() if name not in offered}
+        return cls(offered.values(), unavailable=unavailable)
 
-    def only(self, usable_backends: set[str]) -> Catalog:
-        return Catalog(m for m in self._models.values() if m.backend in usable_backends)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._models.values())
 
     def __len__(self) -> int:
         return len(self._models)
 
     def get(self, name: str) -> ModelSpec:
-        try:
-            return self._models[name]
-        except KeyError:
+        model = self._models.get(name)
+        if model is not None:
+            return model
+        if name in self.unavailable:
             raise ModelUnavailable(
-                f"Unknown model {name!r}; see GET /api/v1/models for the models on offer"
-            ) from None
+                f"The model {name!r} is not available on this server "
+                f"({self.unavailable[name]}); see GET /api/v1/models for the models on offer"
+            )
+        raise ModelUnavailable(
+            f"Unknown model {name!r}; see GET /api/v1/models for the models on offer"
+        )

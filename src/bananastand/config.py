@@ -12,7 +12,7 @@ import ipaddress
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -125,6 +125,53 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Words that make the built-in renderer answer like a provider's safety "
         "filter (the contract's `warning`); for testing clients.",
+    )
+
+    # --- Gemini backend -----------------------------------------------------------
+    gemini_api_key: SecretStr = Field(
+        SecretStr(""), description="Gemini API key; enables the Gemini models of the catalogue."
+    )
+    gemini_base_url: str = Field(
+        "", description="Gemini API endpoint. Empty: Google's (set it for a proxy or gateway)."
+    )
+    gemini_concurrency: int = Field(
+        4, ge=1, description="Calls in flight to Gemini at once, across all requests."
+    )
+
+    # --- OpenAI backend -----------------------------------------------------------
+    openai_api_key: SecretStr = Field(
+        SecretStr(""), description="OpenAI API key; enables the OpenAI image models."
+    )
+    openai_base_url: str = Field(
+        "", description="OpenAI API endpoint, e.g. `https://api.openai.com/v1`. Empty: OpenAI's."
+    )
+    openai_concurrency: int = Field(
+        4, ge=1, description="Calls in flight to OpenAI at once, across all requests."
+    )
+
+    # --- both hosted backends ------------------------------------------------------
+    upstream_max_attempts: int = Field(
+        4, ge=1, description="Tries per upstream call on 429/5xx, within the model's timeout."
+    )
+    upstream_backoff_seconds: float = Field(
+        1.0, ge=0, description="First retry delay; doubles per try, with jitter."
+    )
+
+    # --- local diffusion backend ---------------------------------------------------
+    diffusers_device: str = Field(
+        "auto", description="`auto` (CUDA, then MPS, then CPU), or a torch device like `cuda:1`."
+    )
+    diffusers_allow_download: bool = Field(
+        False,
+        description="Let diffusers fetch hub weights at start; off: local folders and the "
+        "hub cache only.",
+    )
+    diffusers_batch_window_ms: float = Field(
+        15.0, ge=0, description="How long a request waits for others to share its pipeline call."
+    )
+    diffusers_max_batch: int = Field(4, ge=1, description="Most images in one pipeline call.")
+    diffusers_device_concurrency: int = Field(
+        1, ge=1, description="Pipeline calls running at once on one device."
     )
 
     @field_validator("builtin_failure_rate")

@@ -227,6 +227,7 @@ class GenerationService:
                 aspect_ratio=None if record.aspect_ratio == "default" else record.aspect_ratio,
                 references=references,
                 options=dict(model.options),
+                deadline=time.monotonic() + model.timeout_seconds,
             )
             try:
                 async with asyncio.timeout(model.timeout_seconds):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bananastand.accounts import Accounts, CreatedKey
 from bananastand.billing import Billing
-from bananastand.catalog import Catalog
+from bananastand.catalog import Catalog, ModelSpec, load_entries
 from bananastand.config import Settings
 from bananastand.db import Database
 from bananastand.generations import Generations
@@ -34,6 +34,7 @@ class Services:
     accounts: Accounts
     billing: Billing
     catalog: Catalog
+    entries: list[ModelSpec]
     providers: dict[str, Provider]
     unusable: dict[str, str]
     generation: GenerationService
@@ -44,9 +45,9 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         settings.check_production()
         db = Database(settings.resolved_database_url)
-        full_catalog = Catalog.load(settings.catalog_path)
-        providers, unusable = build_providers(settings, {m.backend for m in full_catalog})
-        catalog = full_catalog.only(set(providers))
+        entries = load_entries(settings.catalog_path)
+        providers, unusable = build_providers(settings, entries)
+        catalog = _offered(entries, providers, unusable)
         durations = DurationStats(settings.default_duration_seconds)
         generations = Generations(db, estimate=durations.estimate)
         fetcher = ReferenceFetcher(
@@ -80,6 +81,7 @@ class Services:
                 db, threshold=settings.api_access_threshold, currency=settings.currency
             ),
             catalog=catalog,
+            entries=entries,
             providers=providers,
             unusable=unusable,
             generation=service,
@@ -87,12 +89,17 @@ class Services:
 
     async def start(self, *, run_jobs: bool = True) -> None:
         await self.db.migrate()
-        for model in self.catalog:
-            log.info("model %s: live on backend %s", model.name, model.backend)
-        for backend, reason in self.unusable.items():
-            log.info("backend %s: not offered (%s)", backend, reason)
         if not run_jobs:
             return
+        for provider in self.providers.values():
+            await provider.start()
+        # Loading can fail (missing weights): offer what actually started.
+        self.catalog = _offered(self.entries, self.providers, self.unusable)
+        self.generation.catalog = self.catalog
+        for model in self.catalog:
+            log.info("model %s: live on %s (%s)", model.name, model.backend, model.backend_model)
+        for name, reason in self.catalog.unavailable.items():
+            log.info("model %s: not offered: %s", name, reason)
         if self.settings.demo_account and await self.accounts.count() == 0:
             self.demo_key = await self.create_demo_account()
         await self.generation.runner.start()
@@ -128,3 +135,15 @@ class Services:
         for provider in self.providers.values():
             await provider.aclose()
         await self.db.close()
+
+
+def _offered(
+    entries: list[ModelSpec], providers: dict[str, Provider], unusable: dict[str, str]
+) -> Catalog:
+    def reason(model: ModelSpec) -> str | None:
+        provider = providers.get(model.backend)
+        if provider is None:
+            return unusable.get(model.backend, "backend not usable")
+        return provider.unavailable(model.backend_model)
+
+    return Catalog.resolve(entries, reason)

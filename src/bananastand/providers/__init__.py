@@ -1,12 +1,17 @@
 """Image backends behind one small protocol, found by name in a registry.
 
-A backend module registers a factory: `factory(settings) -> Provider | None`;
-None means "not usable here" (no key, no weights), with the reason logged.
+A backend module registers a factory: `factory(settings, models) -> Provider`,
+where `models` are the catalogue entries bound to it. A factory raises
+`Unusable("why")` when the backend cannot run here at all (no key, library
+missing); a provider's `unavailable(backend_model)` says when one model cannot
+(no weights). Both reasons are logged at start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from bananastand.config import Settings
 from bananastand.providers.base import (
@@ -38,8 +43,20 @@ class Unusable(Exception):
     """Raised by a factory when its backend cannot run here; the message says why."""
 
 
-Factory = Callable[[Settings], Provider]
+if TYPE_CHECKING:
+    from bananastand.catalog import ModelSpec
+
+Factory = Callable[[Settings, "Sequence[ModelSpec]"], Provider]
 REGISTRY: dict[str, Factory] = {}
+
+# backend name -> module that registers it (imported only when the catalogue uses it,
+# so optional SDKs are needed only by the operators who use them)
+MODULES = {
+    "builtin": "bananastand.providers.builtin",
+    "gemini": "bananastand.providers.gemini",
+    "openai": "bananastand.providers.openai_images",
+    "diffusers": "bananastand.providers.diffusers_local",
+}
 
 
 def register(name: str) -> Callable[[Factory], Factory]:
@@ -51,20 +68,24 @@ def register(name: str) -> Callable[[Factory], Factory]:
 
 
 def build_providers(
-    settings: Settings, names: set[str]
+    settings: Settings, models: Sequence[ModelSpec]
 ) -> tuple[dict[str, Provider], dict[str, str]]:
-    """Build the named backends; returns (usable providers, reasons the others are not)."""
-    from bananastand.providers import builtin  # noqa: F401  (registers itself)
-
+    """Build the backends the catalogue uses; returns (usable providers, reasons the
+    others are not usable)."""
     providers: dict[str, Provider] = {}
     unusable: dict[str, str] = {}
-    for name in sorted(names):
-        factory = REGISTRY.get(name)
-        if factory is None:
+    for name in sorted({m.backend for m in models}):
+        module = MODULES.get(name)
+        if module is None:
             unusable[name] = f"no backend called {name!r}"
             continue
         try:
-            providers[name] = factory(settings)
+            importlib.import_module(module)
+        except ImportError as exc:
+            unusable[name] = f"its library is not installed ({exc.name})"
+            continue
+        try:
+            providers[name] = REGISTRY[name](settings, [m for m in models if m.backend == name])
         except Unusable as exc:
             unusable[name] = str(exc)
     return providers, unusable

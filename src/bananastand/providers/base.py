@@ -27,12 +27,15 @@ class ReferenceImage:
 @dataclass(frozen=True)
 class ImageRequest:
     prompt: str
-    backend_model: str
-    quantity: int
+    backend_model: str  # the catalogue's `backendModel`
+    quantity: int  # images wanted; a backend may produce fewer (the rest is refunded)
     seed: int
     aspect_ratio: str | None = None  # None: the backend's default
     references: tuple[ReferenceImage, ...] = ()
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the catalogue entry's `options`
+    # time.monotonic() by which the whole generation must end (retries included);
+    # the caller also enforces it with a timeout.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,22 @@ class ProviderError(Exception):
 
 
 class Provider(Protocol):
+    """An image backend. Built once at start by its factory (see `providers`)."""
+
     name: str
 
-    async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult: ...
+    def unavailable(self, backend_model: str) -> str | None:
+        """Why this backend cannot serve `backend_model` here, or None if it can."""
+        ...
+
+    async def start(self) -> None:
+        """Load what must be warm before serving (weights, clients)."""
+        ...
+
+    async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult:
+        """Make up to `request.quantity` images. Raise `ProviderError` (with a message
+        safe to show clients) when none can be made; return fewer images with `errors`
+        for a partial result; set `safety_message` for a safety verdict."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -7,12 +7,14 @@ and benchmarks can exercise slow, failing and blocked generations.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
 import anyio.from_thread
 
 from bananastand import render
+from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
 from bananastand.providers import Progress, register
 from bananastand.providers.base import (
@@ -75,6 +77,12 @@ class BuiltinProvider:
             raise ProviderError("The built-in renderer failed (simulated failure)")
         return ProviderResult(images=images, errors=errors)
 
+    def unavailable(self, backend_model: str) -> str | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
@@ -126,7 +134,7 @@ def _render_png(
 
 
 @register("builtin")
-def create(settings: Settings) -> BuiltinProvider:
+def create(settings: Settings, models: Sequence[ModelSpec]) -> BuiltinProvider:
     return BuiltinProvider(
         latency_seconds=settings.builtin_latency_seconds,
         failure_rate=settings.builtin_failure_rate,
