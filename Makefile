@@ -9,24 +9,33 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: serve test lint bench clean
 
+# torch is pinned to the CPU build these machines carry; on a GPU host install the
+# torch build for your hardware before `pip install -e '.[diffusers]'`.
+TORCH  ?= torch==2.13.0
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[gemini,openai]'
 	touch $(STAMP)
+
+$(VENV)/.installed-test: $(STAMP)
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[gemini,openai,diffusers,test]'
+	touch $@
 
 serve: $(STAMP)
 	$(BIN)/bananastand serve
 
-test: $(STAMP)
+test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_render.py
 	$(BIN)/python bench/bench_api.py
 

@@ -54,10 +54,10 @@ async def test_poll_returns_the_record(api: Api) -> None:
     [
         ("default", (1024, 1024)),
         ("1:1", (1024, 1024)),
-        ("16:9", (1344, 768)),
-        ("9:16", (768, 1344)),
-        ("21:9", (1536, 672)),
-        ("4:5", (896, 1152)),
+        ("16:9", (1280, 720)),
+        ("9:16", (720, 1280)),
+        ("21:9", (1344, 576)),
+        ("4:5", (896, 1120)),
     ],
 )
 async def test_output_has_the_requested_aspect_ratio(api: Api, ratio: str, size: tuple) -> None:
@@ -77,7 +77,9 @@ async def test_quantity_makes_that_many_distinct_images_and_costs_that_much(api:
     assert len(set(contents)) == 3
 
 
-@pytest.mark.parametrize(("asked", "made"), [(0, 1), (-5, 1), (2.9, 2), (99, 4), (1e300, 4)])
+@pytest.mark.parametrize(
+    ("asked", "made"), [(0, 1), (-5, 1), (0.5, 1), (2.9, 2), (99, 4), (1e300, 4), (-1e300, 1)]
+)
 async def test_quantity_is_truncated_into_range(api: Api, asked: float, made: int) -> None:
     key = await api.account(credits=20)
     body = (await api.generate(key, prompt="stars", quantity=asked)).json()
@@ -365,3 +367,64 @@ timeoutSeconds = 0.2
     data = await api.poll(key, response.json()["generationId"])
     assert data["processingStatus"] == "failed"
     assert data["creditsUsed"] == 0
+
+
+@pytest.mark.parametrize(("literal", "made"), [(b"1e400", 4), (b"-1e400", 1)])
+async def test_infinite_quantity_is_truncated_not_rejected(
+    api: Api, literal: bytes, made: int
+) -> None:
+    key = await api.account(credits=10)
+    response = await api.client.post(
+        "/api/v1/generate",
+        content=b'{"prompt": "cat", "quantity": ' + literal + b"}",
+        headers=key.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["imageUrls"]) == made
+
+
+async def test_model_name_is_trimmed(api: Api) -> None:
+    key = await api.account()
+    response = await api.generate(key, prompt="cat", selectedModel=" nano-banana ")
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"prompt": "cat", "quantity": "2"}, "quantity must be a number"),
+        ({"quantity": 1}, "prompt is required"),
+        ({"prompt": ["cat"]}, "prompt must be a string"),
+        (
+            {"prompt": "cat", "referenceImageUrls": [1, 2]},
+            "referenceImageUrls must be an array of URL strings",
+        ),
+        ({"prompt": "cat", "mode": 3}, 'mode must be one of "sync", "stream", "async"'),
+    ],
+)
+async def test_type_errors_name_the_field_plainly(api: Api, body: dict, message: str) -> None:
+    key = await api.account()
+    response = await api.generate(key, **body)
+    assert response.status_code == 400
+    assert response.json()["error"] == message
+
+
+async def test_generations_list_is_newest_first_paginated_and_private(api: Api) -> None:
+    key = await api.account(credits=10)
+    other = await api.account()
+    ids = [(await api.generate(key, prompt=f"n{i}")).json()["generationId"] for i in range(3)]
+    await api.generate(other, prompt="not yours")
+    page = (await api.client.get("/api/v1/generations?limit=2", headers=key.headers)).json()
+    assert [g["id"] for g in page["data"]] == [ids[2], ids[1]]
+    rest = (
+        await api.client.get(
+            f"/api/v1/generations?limit=2&before={page['nextBefore']}", headers=key.headers
+        )
+    ).json()
+    assert [g["id"] for g in rest["data"]] == [ids[0]]
+    assert rest["nextBefore"] is None
+    foreign = await api.client.get(f"/api/v1/generations?before={ids[0]}", headers=other.headers)
+    assert foreign.status_code == 404
+    assert (
+        await api.client.get("/api/v1/generations?limit=0", headers=key.headers)
+    ).status_code == 400

@@ -61,3 +61,45 @@ async def test_grant_and_deduct_need_a_reason_and_never_go_negative(api: Api) ->
         await billing.recharge(key.account_id, money="-1", credits=1)
     with pytest.raises(InvalidRequest):
         await billing.recharge(key.account_id, money="abc", credits=1)
+
+
+@pytest.mark.parametrize(
+    ("action", "args"),
+    [
+        ("grant", (10**13,)),
+        ("deduct", (10**13,)),
+        ("recharge_money", ("nan",)),
+        ("recharge_money", ("inf",)),
+        ("recharge_money", ("1e40",)),
+        ("recharge_credits", (10**23,)),
+    ],
+)
+async def test_absurd_amounts_are_refused_not_stored(api: Api, action: str, args: tuple) -> None:
+    key = await api.account(credits=5)
+    billing = api.services.billing
+    with pytest.raises(InvalidRequest):
+        if action == "grant":
+            await billing.grant(key.account_id, args[0], reason="big")
+        elif action == "deduct":
+            await billing.deduct(key.account_id, args[0], reason="big")
+        elif action == "recharge_money":
+            await billing.recharge(key.account_id, money=args[0], credits=1)
+        else:
+            await billing.recharge(key.account_id, money="1", credits=args[0])
+    assert await api.balance(key) == 5
+
+
+async def test_balance_cannot_be_pushed_past_the_cap(api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from bananastand import billing as billing_module
+
+    monkeypatch.setattr(billing_module, "MAX_BALANCE", 5 * 10**12)
+    key = await api.account(credits=0)
+    billing = api.services.billing
+    for _ in range(5):
+        await billing.grant(key.account_id, 10**12, reason="pump")
+    with pytest.raises(InvalidRequest):
+        await billing.grant(key.account_id, 1, reason="one too many")
+    with pytest.raises(InvalidRequest):
+        await billing.recharge(key.account_id, money="1", credits=1)
+    assert await api.balance(key) == 5 * 10**12
+    assert (await api.client.get("/api/v1/credits", headers=key.headers)).status_code == 200

@@ -46,3 +46,37 @@ async def test_openapi_documents_every_endpoint(api: Api) -> None:
         "quantity",
         "mode",
     } <= set(properties)
+
+
+async def test_real_answers_match_the_documented_schemas(api: Api) -> None:
+    from bananastand.api import schemas
+
+    key = await api.account(credits=10)
+    sync = (await api.generate(key, prompt="cat")).json()
+    schemas.SyncSuccess.model_validate(sync, strict=True)
+    accepted = (await api.generate(key, prompt="cat", mode="async")).json()
+    schemas.AsyncAccepted.model_validate(accepted)
+    await api.services.generation.runner.wait(accepted["generationId"])
+    record = (
+        await api.client.get(
+            "/api/v1/generate", params={"id": accepted["generationId"]}, headers=key.headers
+        )
+    ).json()
+    schemas.GenerationEnvelope.model_validate(record)
+    schemas.ModelList.model_validate((await api.client.get("/api/v1/models")).json())
+    schemas.CreditsBody.model_validate(
+        (await api.client.get("/api/v1/credits", headers=key.headers)).json()
+    )
+    schemas.ErrorBody.model_validate((await api.generate(key, prompt="")).json())
+
+
+async def test_openapi_declares_bearer_auth_and_no_422(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert any(s.get("scheme") == "bearer" for s in schemes.values())
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert "422" not in operation["responses"], (method, path)
+    post = spec["paths"]["/api/v1/generate"]["post"]["responses"]
+    assert {"400", "401", "402", "403", "429", "503"} <= set(post)
+    assert "SyncSuccess" in spec["components"]["schemas"]

@@ -91,3 +91,15 @@ async def test_head_answers_like_get_without_a_body(api: Api) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
     assert response.content == b""
+
+
+async def test_revalidation_with_the_etag_is_304(api: Api) -> None:
+    url, _ = await _one_image(api)
+    first = await api.download(url)
+    etag = first.headers["etag"]
+    base = api.services.settings.base_url
+    again = await api.client.get(url[len(base) :], headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    other = await api.client.get(url[len(base) :], headers={"If-None-Match": '"other"'})
+    assert other.status_code == 200

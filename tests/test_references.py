@@ -684,6 +684,14 @@ async def test_data_url_png_and_jpeg() -> None:
 
 
 @pytest.mark.asyncio
+async def test_line_wrapped_base64_data_url() -> None:
+    wrapped = "data:image/png;base64," + base64.encodebytes(CAT_PNG).decode()
+    assert "\n" in wrapped
+    image = await fetch(wrapped)
+    assert image.data == CAT_PNG
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [

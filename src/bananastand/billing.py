@@ -17,6 +17,16 @@ from bananastand.db import Database
 from bananastand.db.models import Account, LedgerEntry, Recharge, utcnow
 from bananastand.errors import InsufficientCredits, InvalidRequest
 
+# Bounds that keep every sum far inside a 64-bit integer column.
+MAX_CREDITS_PER_CHANGE = 10**12
+MAX_BALANCE = 10**15
+MAX_MONEY = Decimal("1e12")
+
+
+def _check_credits(credits: int) -> None:
+    if credits > MAX_CREDITS_PER_CHANGE:
+        raise InvalidRequest(f"At most {MAX_CREDITS_PER_CHANGE} credits can change at once")
+
 
 async def balance_in(session: AsyncSession, account_id: str) -> int:
     total = await session.scalar(
@@ -91,13 +101,17 @@ class Billing:
         """Record money paid in and the credits it buys. Recharges in the server's
         currency count toward the API-access threshold; reaching it enables access."""
         try:
-            amount = Decimal(str(money)).quantize(Decimal("0.01"))
+            amount = Decimal(str(money))
+            if not amount.is_finite():
+                raise InvalidOperation
+            amount = amount.quantize(Decimal("0.01"))
         except InvalidOperation:
             raise InvalidRequest(f"Not a money amount: {money!r}") from None
-        if amount <= 0 or not amount.is_finite():
-            raise InvalidRequest("A recharge amount must be positive")
+        if amount <= 0 or amount > MAX_MONEY:
+            raise InvalidRequest(f"A recharge amount must be positive and at most {MAX_MONEY:f}")
         if credits < 0:
             raise InvalidRequest("Credits granted by a recharge cannot be negative")
+        _check_credits(credits)
         currency = (currency or self.currency).upper()
         async with self.db.write() as session:
             account = await lock_account(session, account_id)
@@ -111,6 +125,8 @@ class Billing:
                     created_at=utcnow(),
                 )
             )
+            if await balance_in(session, account.id) + credits > MAX_BALANCE:
+                raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
             if credits:
                 add_entry(
                     session, account.id, credits, "recharge", note=f"{amount} {currency} {note}"
@@ -135,6 +151,7 @@ class Billing:
     async def _adjust(self, account_id: str, amount: int, kind: str, reason: str) -> int:
         if not reason.strip():
             raise InvalidRequest("A reason is required")
+        _check_credits(abs(amount))
         async with self.db.write() as session:
             account = await lock_account(session, account_id)
             balance = await balance_in(session, account.id)
@@ -142,6 +159,8 @@ class Billing:
                 raise InsufficientCredits(
                     f"Cannot deduct {-amount} credits: the balance is {balance}"
                 )
+            if balance + amount > MAX_BALANCE:
+                raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
             add_entry(session, account.id, amount, kind, note=reason.strip())
             return balance + amount
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bananastand.errors import ModelUnavailable
+from bananastand.errors import InvalidRequest, ModelUnavailable
 
 DEFAULT_CATALOG = Path(__file__).parent / "catalog.toml"
 
@@ -72,6 +72,12 @@ def load_entries(path: Path | None = None) -> list[ModelSpec]:
             raw = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"cannot read the model catalogue {path}: {exc}") from exc
+    stray = sorted(set(raw) - {"models"})
+    if stray:
+        raise ValueError(
+            f"invalid model catalogue {path}: unknown top-level keys {stray} "
+            "(each model must follow a [[models]] line)"
+        )
     try:
         return [ModelSpec.model_validate(entry) for entry in raw.get("models", [])]
     except ValidationError as exc:
@@ -124,6 +130,6 @@ class Catalog:
                 f"The model {name!r} is not available on this server "
                 f"({self.unavailable[name]}); see GET /api/v1/models for the models on offer"
             )
-        raise ModelUnavailable(
+        raise InvalidRequest(
             f"Unknown model {name!r}; see GET /api/v1/models for the models on offer"
         )

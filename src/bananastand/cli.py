@@ -218,7 +218,13 @@ def recharge(
         await services.billing.recharge(
             target.id, money=amount, credits=credits, currency=currency, note=note
         )
-        return await _describe(services)(await services.accounts.get(target.id))
+        summary = await _describe(services)(await services.accounts.get(target.id))
+        if currency and currency.upper() != services.settings.currency.upper():
+            summary += (
+                f"\nnote: recharges in {currency.upper()} do not count toward the API-access "
+                f"threshold, which is in {services.settings.currency.upper()}"
+            )
+        return summary
 
     typer.echo(_run(action))
 

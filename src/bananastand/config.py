@@ -198,7 +198,13 @@ class Settings(BaseSettings):
     # --- derived ----------------------------------------------------------
     @cached_property
     def base_url(self) -> str:
-        return (self.public_base_url or f"http://{self.host}:{self.port}").rstrip("/")
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        # A wildcard bind address is not reachable as written; remote clients need
+        # BANANASTAND_PUBLIC_BASE_URL (the server warns at start).
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     @cached_property
     def resolved_database_url(self) -> str:

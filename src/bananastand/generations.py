@@ -250,6 +250,29 @@ class Generations:
             raise NotFound("Generation not found")
         return record
 
+    async def page(
+        self, account_id: str, *, limit: int, before: str | None = None
+    ) -> list[Generation]:
+        """The account's generations, newest first, older than the one with id `before`."""
+        async with self.db.read() as session:
+            query = select(Generation).where(Generation.account_id == account_id)
+            if before:
+                anchor = await session.scalar(
+                    select(Generation).where(
+                        Generation.id == before, Generation.account_id == account_id
+                    )
+                )
+                if anchor is None:
+                    raise NotFound("Unknown cursor: no such generation")
+                query = query.where(
+                    (Generation.created_at < anchor.created_at)
+                    | ((Generation.created_at == anchor.created_at) & (Generation.id < anchor.id))
+                )
+            rows = await session.scalars(
+                query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)
+            )
+            return list(rows)
+
     async def in_progress(self) -> list[Generation]:
         async with self.db.read() as session:
             rows = await session.scalars(

@@ -458,7 +458,8 @@ class ReferenceFetcher:
             raise InvalidRequest(
                 f"{label}: unsupported data URL; expected data:image/<type>;base64,<data>"
             )
-        payload = match.group(2)
+        # Line-wrapped base64 (as `base64` and encodebytes write it) is fine.
+        payload = "".join(match.group(2).split())
         # Every 4 base64 characters carry 3 bytes: refuse before decoding anything large.
         if (len(payload) // 4) * 3 - 2 > self._policy.max_bytes:
             raise self._too_large(label)

@@ -3,7 +3,7 @@
 Everything here is a pure function (no I/O, no async, no global mutable state):
 
 * :func:`size_for_ratio` maps an aspect-ratio string (``"16:9"``) to an output pixel size, using
-  Gemini's ~1K size table for the common ratios.
+  exact-ratio sizes of about one megapixel (multiples of 16) for the common ratios.
 * :func:`render` paints a deterministic image for ``(prompt, seed, size, references)``: a gradient
   sky, a glow, soft hills / bubbles / waves and a few crisp details, coloured after colour words in
   the prompt ("orange cat" -> warm orange) or a hash-based palette.  With ``references`` the output
@@ -35,18 +35,19 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 __all__ = ["MAX_SIDE", "SIZES", "encode", "render", "size_for_ratio"]
 
-#: Gemini's ~1K output sizes, keyed by reduced "W:H" ratio.
+#: Output sizes of the ten standard ratios: about 1 MP, multiples of 16, and exactly the
+#: requested ratio (Gemini's own ~1K table rounds some ratios by up to 3 %).
 SIZES: dict[str, tuple[int, int]] = {
     "1:1": (1024, 1024),
     "2:3": (832, 1248),
     "3:2": (1248, 832),
-    "3:4": (864, 1184),
-    "4:3": (1184, 864),
-    "4:5": (896, 1152),
-    "5:4": (1152, 896),
-    "9:16": (768, 1344),
-    "16:9": (1344, 768),
-    "21:9": (1536, 672),
+    "3:4": (864, 1152),
+    "4:3": (1152, 864),
+    "4:5": (896, 1120),
+    "5:4": (1120, 896),
+    "9:16": (720, 1280),
+    "16:9": (1280, 720),
+    "21:9": (1344, 576),
 }
 
 
@@ -95,7 +96,7 @@ StepCallback = Callable[[int, int], None]
 def size_for_ratio(aspect_ratio: str | None) -> tuple[int, int]:
     """Return ``(width, height)`` for an aspect ratio such as ``"16:9"``; ``None`` -> 1024x1024.
 
-    The ten common ratios use Gemini's table (:data:`SIZES`).  Any other ``"W:H"`` with integer
+    The ten common ratios use :data:`SIZES` (exact ratios).  Any other ``"W:H"`` with integer
     terms 1..21 gets about 1024^2 pixels, both sides multiples of 16, ratio as close as possible.
     Ratios are reduced first, so ``"2:2"`` is ``"1:1"``.  Anything else raises ``ValueError``.
     """

@@ -127,7 +127,9 @@ class GenerationService:
         mode = params.mode if params.mode is not None else "sync"
         if mode not in MODES:
             raise InvalidRequest(f"mode must be one of sync, stream, async (got {mode!r})")
-        model = self.catalog.get(params.selected_model or self.settings.default_model)
+        model = self.catalog.get(
+            (params.selected_model or "").strip() or self.settings.default_model
+        )
         if model.requires_pro and not is_pro:
             raise ProRequired(f"The model {model.name!r} requires a Pro account")
         references = list(params.reference_image_urls or [])
@@ -141,14 +143,15 @@ class GenerationService:
                 f"Too many reference images: {len(references)}; "
                 f"{model.name!r} accepts at most {limit}"
             )
-        ratio = params.aspect_ratio if params.aspect_ratio is not None else "default"
-        if ratio != "default" and (
-            not model.supports_aspect_ratio or ratio not in model.aspect_ratios
-        ):
-            offered = ", ".join(model.aspect_ratios) if model.supports_aspect_ratio else "none"
+        ratio = (params.aspect_ratio or "default").strip()
+        if ratio != "default" and not model.supports_aspect_ratio:
             raise InvalidRequest(
-                f"aspectRatio {ratio!r} is not supported by {model.name!r} "
-                f'(use "default" or one of: {offered})'
+                f'The model {model.name!r} does not support aspectRatio; omit it or use "default"'
+            )
+        if ratio != "default" and ratio not in model.aspect_ratios:
+            raise InvalidRequest(
+                f"aspectRatio {ratio!r} is not supported by {model.name!r}; "
+                f'use "default" or one of: {", ".join(model.aspect_ratios)}'
             )
         quantity = _clamp_quantity(
             params.quantity, min(model.max_quantity, self.settings.max_quantity)
@@ -236,7 +239,8 @@ class GenerationService:
                 raise ProviderError(
                     f"Generation timed out after {model.timeout_seconds:g} seconds"
                 ) from None
-            await self._publish(record.id, "status", "Saving images...", 92)
+            if result.images:
+                await self._publish(record.id, "status", "Saving images...", 92)
             images = [await self._store(image.data) for image in result.images]
             error = "; ".join(result.errors) or None
             await self._settle(record.id, images=images, error=error, warning=result.safety_message)
@@ -351,9 +355,11 @@ def _clamp_quantity(value: float | int | None, maximum: int) -> int:
         return 1
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest("quantity must be a number")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidRequest("quantity must be a finite number")
-    return int(min(max(math.trunc(value), 1), maximum))
+    if isinstance(value, float) and math.isnan(value):
+        raise InvalidRequest("quantity must be a number")
+    if value >= maximum:  # also +Infinity (JSON 1e400): truncated, as the contract says
+        return maximum
+    return max(math.trunc(value), 1) if value >= 1 else 1
 
 
 def _summarise(url: str) -> str:

@@ -91,6 +91,12 @@ class Services:
         await self.db.migrate()
         if not run_jobs:
             return
+        if not self.settings.public_base_url and self.settings.host in ("0.0.0.0", "::"):  # noqa: S104
+            log.warning(
+                "image URLs will point at %s; set BANANASTAND_PUBLIC_BASE_URL to the address "
+                "clients reach this server at",
+                self.settings.base_url,
+            )
         for provider in self.providers.values():
             await provider.start()
         # Loading can fail (missing weights): offer what actually started.

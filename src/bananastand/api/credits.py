@@ -6,11 +6,16 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from bananastand.api import schemas
 from bananastand.api.deps import CurrentCaller, ServicesDep
 
 router = APIRouter(prefix="/api/v1", tags=["credits"])
 
 
-@router.get("/credits", summary="Read the account's credit balance")
+@router.get(
+    "/credits",
+    summary="Read the account's credit balance",
+    responses={200: {"model": schemas.CreditsBody}, **schemas.errors(401, 403)},
+)
 async def read_credits(caller: CurrentCaller, services: ServicesDep) -> dict[str, Any]:
     return {"data": {"credits": await services.billing.balance(caller.account.id)}}

@@ -30,20 +30,41 @@ def error_response(exc: BananastandError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
+# What each request field must be, for messages that name the field, not the parser.
+_FIELD_TYPES = {
+    "prompt": "a string",
+    "selectedModel": "a string (a model name from /api/v1/models)",
+    "referenceImageUrls": "an array of URL strings",
+    "aspectRatio": 'a string such as "16:9"',
+    "quantity": "a number",
+    "mode": 'one of "sync", "stream", "async"',
+    "seed": "an integer",
+    "id": "a generation id",
+}
+
+
 def _describe(errors: list[dict]) -> str:  # type: ignore[type-arg]
-    parts = []
-    for error in errors[:5]:
-        if error.get("type") == "json_invalid":
+    """One readable sentence per offending field, in the order they came."""
+    messages: dict[str, str] = {}
+    for error in errors:
+        kind = error.get("type", "")
+        location = [p for p in error.get("loc", ()) if p not in ("body", "query")]
+        if kind == "json_invalid":
             return "Malformed JSON in the request body"
-        location = [str(p) for p in error.get("loc", ()) if p != "body"]
-        field = ".".join(location)
-        message = str(error.get("msg", "invalid value"))
-        if not field and error.get("type") in ("model_attributes_type", "dict_type"):
+        if not location:
+            if kind == "missing":
+                return "A JSON request body is required"
             return "The request body must be a JSON object"
-        if not field and error.get("type") == "missing":
-            return "A JSON request body is required"
-        parts.append(f"{field}: {message}" if field else message)
-    return "; ".join(parts) or "Invalid request"
+        field = str(location[0])
+        if field in messages:
+            continue
+        if kind == "missing":
+            messages[field] = f"{field} is required"
+        elif field in _FIELD_TYPES:
+            messages[field] = f"{field} must be {_FIELD_TYPES[field]}"
+        else:
+            messages[field] = f"{field}: {error.get('msg', 'invalid value')}"
+    return "; ".join(messages.values()) or "Invalid request"
 
 
 def install(app: FastAPI) -> None:

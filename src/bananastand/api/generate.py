@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
 )
 
+from bananastand.api import schemas
 from bananastand.api.deps import CurrentCaller, ServicesDep
 from bananastand.errors import GenerationFailed, InvalidRequest
 from bananastand.service import GenerateParams, Submission
@@ -72,16 +73,22 @@ async def _parse(request: Request) -> GenerateRequest:
     },
     responses={
         200: {
-            "description": "sync: the result; stream: text/event-stream; async: accepted",
-            "content": {"text/event-stream": {}},
+            "description": "sync: the result (or a safety warning); stream: an SSE stream of "
+            "StreamEvent lines; async: accepted",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/SyncSuccess"},
+                            {"$ref": "#/components/schemas/SyncWarning"},
+                            {"$ref": "#/components/schemas/AsyncAccepted"},
+                        ]
+                    }
+                },
+                "text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}},
+            },
         },
-        400: {"description": "Invalid parameters"},
-        401: {"description": "Invalid or missing API key"},
-        402: {"description": "Insufficient credits"},
-        403: {"description": "API access not enabled"},
-        429: {"description": "Account concurrency limit exceeded"},
-        502: {"description": "The generation failed (credits refunded)"},
-        503: {"description": "Server busy (async mode only)"},
+        **schemas.errors(400, 401, 402, 403, 413, 429, 502, 503),
     },
 )
 async def generate(request: Request, caller: CurrentCaller, services: ServicesDep) -> Any:
@@ -160,7 +167,11 @@ async def _stream(services: Services, submission: Submission) -> AsyncIterator[b
         yield _sse({"type": "error", "message": message, "progress": 100, "data": data})
 
 
-@router.get("/generate", summary="Read one generation record")
+@router.get(
+    "/generate",
+    summary="Read one generation record",
+    responses={200: {"model": schemas.GenerationEnvelope}, **schemas.errors(400, 401, 403, 404)},
+)
 async def get_generation(
     caller: CurrentCaller,
     services: ServicesDep,
@@ -168,3 +179,24 @@ async def get_generation(
 ) -> dict[str, Any]:
     record = await services.generation.generations.get(id, account_id=caller.account.id)
     return {"data": record_view(record, services.generation.signer)}
+
+
+@router.get(
+    "/generations",
+    summary="List the account's generations, newest first (extension)",
+    responses={200: {"model": schemas.GenerationList}, **schemas.errors(400, 401, 403, 404)},
+)
+async def list_generations(
+    caller: CurrentCaller,
+    services: ServicesDep,
+    limit: int = Query(20, ge=1, le=100, description="Records per page"),
+    before: str | None = Query(None, max_length=64, description="`nextBefore` of the last page"),
+) -> dict[str, Any]:
+    records = await services.generation.generations.page(
+        caller.account.id, limit=limit, before=before
+    )
+    signer = services.generation.signer
+    return {
+        "data": [record_view(record, signer) for record in records],
+        "nextBefore": records[-1].id if len(records) == limit else None,
+    }

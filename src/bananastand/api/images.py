@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
 
+from bananastand.api import schemas
 from bananastand.api.deps import ServicesDep
 from bananastand.errors import NotFound
 from bananastand.storage import image_key
@@ -24,11 +25,11 @@ IMAGE_PATH = "/images/{expires}/{signature}/{filename}"
     IMAGE_PATH,
     summary="Download a generated image",
     response_class=FileResponse,
-    responses={404: {"description": "Unknown or deleted"}, 410: {"description": "Expired"}},
+    responses=schemas.errors(404, 410),
 )
 async def get_image(
-    expires: str, signature: str, filename: str, services: ServicesDep
-) -> FileResponse:
+    expires: str, signature: str, filename: str, request: Request, services: ServicesDep
+) -> Response:
     now = time.time()
     service = services.generation
     image_id, extension = service.signer.verify(expires, signature, filename, now=now)
@@ -36,14 +37,14 @@ async def get_image(
     if path is None:
         raise NotFound("No such image")
     max_age = max(0, int(int(expires) - now))
-    return FileResponse(
-        path,
-        media_type=_MIME[extension],
-        headers={
-            "Cache-Control": f"public, max-age={max_age}, immutable",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    headers = {
+        "Cache-Control": f"public, max-age={max_age}, immutable",
+        "ETag": f'"{image_id}"',  # an image's bytes never change
+        "X-Content-Type-Options": "nosniff",
+    }
+    if headers["ETag"] in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type=_MIME[extension], headers=headers)
 
 
 # HEAD answers like GET without the body (download tools and CDNs ask first).
