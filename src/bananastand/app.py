@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from bananastand import __version__
-from bananastand.api import catalog, credits, errors, generate, health, images
+from bananastand.api import catalog, credits, errors, generate, health, images, schemas
 from bananastand.api.limits import BodySizeLimit
 from bananastand.config import Settings
 from bananastand.services import Services
@@ -44,4 +46,35 @@ def create_app(
     errors.install(app)
     for module in (generate, catalog, credits, images, health):
         app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less the 422 answers this API never gives (bad input is 400),
+    plus the response schemas the routers describe by reference."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    spec = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    for model in (
+        schemas.SyncSuccess,
+        schemas.SyncWarning,
+        schemas.AsyncAccepted,
+        schemas.StreamEvent,
+    ):
+        model_schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}", by_alias=True
+        )
+        for name, definition in model_schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault(model.__name__, model_schema)
+    app.openapi_schema = spec
+    return spec
