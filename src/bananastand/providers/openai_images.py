@@ -1,0 +1,521 @@
+"""OpenAI's GPT image models (gpt-image-1 and successors) as a backend, through the
+official `openai` SDK (`AsyncOpenAI`).
+
+Text-to-image calls `images.generate`, image-to-image `images.edit` with every
+reference image (the wire's repeated `image[]` field). The catalogue entry's
+`options` choose `quality` (low|medium|high|auto), `outputFormat` (png|jpeg|webp)
+and `partialImages` (0-3): above 0, each image is streamed on its own call and
+every partial image the API sends becomes a progress stage.
+
+The SDK's own retries are off (`max_retries=0`): this module retries 429, 408,
+5xx, connection failures and timeouts itself, with exponential backoff and full
+jitter, honouring `retry-after-ms` / `retry-after`, and never sleeping past the
+request's deadline. A provider-wide semaphore bounds the calls in flight
+(`openai_concurrency`). OpenAI's moderation verdict (400 `moderation_blocked`)
+becomes the contract's safety warning; every other failure becomes a
+`ProviderError` whose message is safe to show to clients: it never holds the API
+key, an exception repr or more than a few hundred characters of upstream text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import io
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import openai
+from openai import AsyncOpenAI
+from PIL import Image
+
+from bananastand.catalog import ModelSpec
+from bananastand.config import Settings
+from bananastand.providers import Progress, Unusable, register
+from bananastand.providers.base import (
+    GeneratedImage,
+    ImageRequest,
+    ProviderError,
+    ProviderResult,
+    ReferenceImage,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SAFETY_MESSAGE = "Content safety check failed"
+MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+SQUARE, LANDSCAPE, PORTRAIT = "1024x1024", "1536x1024", "1024x1536"
+MAX_PARTIAL_IMAGES = 3  # the API's limit
+MAX_UPSTREAM_MESSAGE = 300  # characters of OpenAI's error message shown to clients
+MAX_RETRY_AFTER_SECONDS = 120.0  # when there is no deadline to bound the wait
+TICK_SECONDS = 1.0  # interval of the "Waiting for OpenAI…" progress events
+TICK_CEILING = 0.8  # the waiting ticker creeps toward this fraction, never past it
+TICK_HALF_LIFE_SECONDS = 20.0
+RETRYABLE_STATUSES = frozenset({408, 429})  # and every 5xx
+
+
+def size_for_ratio(aspect_ratio: str | None) -> str:
+    """The GPT image size for a contract aspect ratio: square, landscape or portrait;
+    `auto` (the model decides; for edits, from the input) when none was asked."""
+    if not aspect_ratio:
+        return "auto"
+    try:
+        width, height = (float(part) for part in aspect_ratio.split(":"))
+    except ValueError:
+        return "auto"
+    if width == height:
+        return SQUARE
+    return LANDSCAPE if width > height else PORTRAIT
+
+
+# --- failures, as this module classifies them -----------------------------------------
+class _Blocked(Exception):
+    """OpenAI's moderation refused the prompt or the images."""
+
+
+@dataclass(frozen=True)
+class _Transient:
+    """A failure worth retrying."""
+
+    label: str  # "429", "500", "connection error", "timeout"
+    what: str  # e.g. "OpenAI rate limit (429)"
+    retry_after: float | None = None
+
+
+class _Unreadable(Exception):
+    """OpenAI answered, but not with anything this module can read."""
+
+
+# --- progress -------------------------------------------------------------------------
+class _Reporter:
+    """Forwards progress, keeping the fraction from ever going down."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self.fraction = 0.0
+
+    async def __call__(self, fraction: float | None, message: str) -> None:
+        if fraction is not None:
+            self.fraction = max(self.fraction, min(fraction, 1.0))
+        await self._progress(self.fraction, message)
+
+
+@dataclass
+class _StreamCounter:
+    """Partial images received across a request's parallel streams."""
+
+    total: int
+    received: int = 0
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one request asks OpenAI for, independent of n and of streaming."""
+
+    model: str
+    prompt: str
+    size: str
+    quality: str
+    output_format: str
+    partial_images: int
+    images: tuple[tuple[str, bytes, str], ...] = ()  # edits: (filename, bytes, mime)
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.images)
+
+    def arguments(self, n: int) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "model": self.model,
+            "prompt": self.prompt,
+            "n": n,
+            "size": self.size,
+            "quality": self.quality,
+            "output_format": self.output_format,
+        }
+        if self.images:
+            arguments["image"] = list(self.images)
+        return arguments
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    image: GeneratedImage | None = None
+    error: str | None = None
+    blocked: bool = False
+
+
+# --- the provider ---------------------------------------------------------------------
+@dataclass
+class OpenAIImagesProvider:
+    """The `openai` backend: one `AsyncOpenAI` client shared by every request."""
+
+    client: AsyncOpenAI
+    max_concurrency: int = 4
+    max_attempts: int = 4
+    backoff_seconds: float = 1.0
+    name: str = "openai"
+    # calls holding / waiting for one of the `max_concurrency` slots (for metrics, tests)
+    in_flight: int = 0
+    waiting: int = 0
+    _semaphore: asyncio.Semaphore = field(init=False, repr=False)
+    _key: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        self._key = self.client.api_key if isinstance(self.client.api_key, str) else ""
+
+    def unavailable(self, backend_model: str) -> str | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+    # --- generating -----------------------------------------------------------------
+    async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult:
+        call = _call_for(request)
+        report = _Reporter(progress)
+        await report(0.05, f"Sending to OpenAI ({request.backend_model})")
+        ticker = asyncio.create_task(self._tick(report), name="openai-ticker")
+        try:
+            if call.partial_images:
+                result = await self._streamed(request, call, report)
+            else:
+                result = await self._whole(request, call, report)
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+        if result.images:
+            count = len(result.images)
+            await report(0.95, f"Received {count} image{'s' if count != 1 else ''}")
+        return result
+
+    async def _whole(self, request: ImageRequest, call: _Call, report: _Reporter) -> ProviderResult:
+        """One call for all the images, answered as JSON."""
+        arguments = call.arguments(request.quantity)
+
+        async def send() -> Any:
+            if call.is_edit:
+                return await self.client.images.edit(**arguments)
+            return await self.client.images.generate(**arguments)
+
+        try:
+            response = await self._with_retries(request, report, send)
+        except _Blocked:
+            return ProviderResult(images=[], safety_message=SAFETY_MESSAGE)
+        items = getattr(response, "data", None)
+        if not isinstance(items, list):
+            raise ProviderError("OpenAI sent an answer that could not be read")
+        images: list[GeneratedImage] = []
+        errors: list[str] = []
+        for index, item in enumerate(items[: request.quantity]):
+            try:
+                images.append(_decode(getattr(item, "b64_json", None), call.output_format))
+            except _Unreadable as exc:
+                errors.append(f"image {index + 1}: {exc}")
+        if len(items) < request.quantity:
+            errors.append(f"OpenAI returned {len(items)} of {request.quantity} images")
+        if not images:
+            raise ProviderError("OpenAI returned no images" + (f" ({errors[0]})" if items else ""))
+        return ProviderResult(images=images, errors=errors)
+
+    async def _streamed(
+        self, request: ImageRequest, call: _Call, report: _Reporter
+    ) -> ProviderResult:
+        """One streamed call per image (the API streams one image per call), in
+        parallel; each partial image is a progress stage."""
+        counter = _StreamCounter(total=request.quantity * call.partial_images)
+        outcomes = await asyncio.gather(
+            *(self._stream_one(request, call, report, counter, i) for i in range(request.quantity))
+        )
+        images = [o.image for o in outcomes if o.image is not None]
+        if not images:
+            if any(o.blocked for o in outcomes):
+                return ProviderResult(images=[], safety_message=SAFETY_MESSAGE)
+            raise ProviderError(next(o.error for o in outcomes if o.error))
+        errors = [
+            f"image {index + 1}: {o.error or SAFETY_MESSAGE}"
+            for index, o in enumerate(outcomes)
+            if o.image is None
+        ]
+        return ProviderResult(images=images, errors=errors)
+
+    async def _stream_one(
+        self,
+        request: ImageRequest,
+        call: _Call,
+        report: _Reporter,
+        counter: _StreamCounter,
+        index: int,
+    ) -> _Outcome:
+        arguments = {
+            **call.arguments(1),
+            "stream": True,
+            "partial_images": call.partial_images,
+        }
+        which = f"Image {index + 1} of {request.quantity}: p" if request.quantity > 1 else "P"
+
+        async def send() -> str:
+            if call.is_edit:
+                stream = await self.client.images.edit(**arguments)
+            else:
+                stream = await self.client.images.generate(**arguments)
+            final: str | None = None
+            async with stream:
+                async for event in stream:
+                    kind = str(getattr(event, "type", ""))
+                    if kind.endswith(".partial_image"):
+                        # a retried stream sends its partial images again: cap the count
+                        counter.received = min(counter.received + 1, counter.total)
+                        number = int(getattr(event, "partial_image_index", 0) or 0) + 1
+                        await report(
+                            0.1 + 0.75 * counter.received / max(1, counter.total),
+                            f"{which}artial image {number} of {call.partial_images}",
+                        )
+                    elif kind.endswith(".completed"):
+                        final = getattr(event, "b64_json", None)
+            if final is None:
+                raise _Unreadable("OpenAI's stream ended without an image")
+            return final
+
+        try:
+            encoded = await self._with_retries(request, report, send)
+            return _Outcome(image=_decode(encoded, call.output_format))
+        except _Blocked:
+            return _Outcome(blocked=True)
+        except _Unreadable as exc:
+            return _Outcome(error=str(exc))
+        except ProviderError as exc:
+            return _Outcome(error=str(exc))
+
+    # --- calling, with retries ------------------------------------------------------
+    async def _with_retries(
+        self, request: ImageRequest, report: _Reporter, send: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Run `send` under the concurrency bound; retry transient failures.
+        Raises `_Blocked`, `_Unreadable` (from `send`) or `ProviderError`."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._bounded(send)
+            except openai.APIStatusError as exc:
+                failure = self._status_failure(exc)
+            except openai.APITimeoutError:
+                failure = _Transient("timeout", "OpenAI did not answer in time")
+            except openai.APIConnectionError:
+                failure = _Transient("connection error", "Could not reach OpenAI")
+            except openai.APIError as exc:  # an error event inside a stream
+                failure = self._stream_failure(exc)
+            except (_Blocked, _Unreadable):
+                raise
+            except (ValueError, TypeError, KeyError, AttributeError):
+                # e.g. a JSON body cut short: the SDK's json.JSONDecodeError
+                raise ProviderError("OpenAI sent an answer that could not be read") from None
+            tries = f"{attempt} tr{'ies' if attempt != 1 else 'y'}"
+            if attempt >= self.max_attempts:
+                raise ProviderError(f"{failure.what}; gave up after {tries}")
+            delay = failure.retry_after
+            if delay is None:
+                delay = random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1))
+            if request.deadline is not None:
+                if time.monotonic() + delay >= request.deadline:
+                    raise ProviderError(
+                        f"{failure.what}; gave up after {tries} (no time left to retry)"
+                    )
+            else:
+                delay = min(delay, MAX_RETRY_AFTER_SECONDS)
+            log.info(
+                "openai: %s, retrying in %.1f s (try %d of %d)",
+                failure.label,
+                delay,
+                attempt + 1,
+                self.max_attempts,
+            )
+            await report(
+                None,
+                f"OpenAI busy ({failure.label}), retrying in {delay:.1f} s "
+                f"(try {attempt + 1} of {self.max_attempts})",
+            )
+            await asyncio.sleep(delay)
+
+    async def _bounded(self, send: Callable[[], Awaitable[T]]) -> T:
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        self.in_flight += 1
+        try:
+            return await send()
+        finally:
+            self.in_flight -= 1
+            self._semaphore.release()
+
+    def _status_failure(self, exc: openai.APIStatusError) -> _Transient:
+        """Classify an HTTP error: return it when worth retrying, raise otherwise."""
+        status = exc.status_code
+        code = exc.code or ""
+        if code == "moderation_blocked":
+            raise _Blocked()
+        if status == 429:
+            return _Transient("429", "OpenAI rate limit (429)", _retry_after(exc.response))
+        if status >= 500 or status in RETRYABLE_STATUSES:
+            return _Transient(
+                str(status), f"OpenAI server error ({status})", _retry_after(exc.response)
+            )
+        if status in (401, 403):
+            # OpenAI's text may quote part of the key: not forwarded.
+            raise ProviderError(
+                f"OpenAI refused this server's credentials ({status}"
+                f"{' ' + code if code else ''}); the operator must check its OpenAI API key"
+            )
+        kind = exc.type or code or "error"
+        raise ProviderError(
+            f"OpenAI rejected the request ({status} {kind}): {self._upstream_text(exc)}"
+        )
+
+    def _stream_failure(self, exc: openai.APIError) -> _Transient:
+        """Classify an `error` event received inside a stream."""
+        code = exc.code or ""
+        if code == "moderation_blocked":
+            raise _Blocked()
+        if exc.type == "server_error" or code in ("server_error", "rate_limit_exceeded"):
+            return _Transient("stream error", "OpenAI failed while streaming")
+        raise ProviderError(f"OpenAI failed while streaming: {self._upstream_text(exc)}")
+
+    def _upstream_text(self, exc: openai.APIError) -> str:
+        """OpenAI's own error message, cleaned for clients: one line, bounded, with
+        the key blanked out should it appear."""
+        body = exc.body
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, str) or not message.strip():
+            return "no details given"
+        if self._key:
+            message = message.replace(self._key, "[redacted]")
+        message = re.sub(r"\s+", " ", message).strip()
+        if len(message) > MAX_UPSTREAM_MESSAGE:
+            message = message[: MAX_UPSTREAM_MESSAGE - 1].rstrip() + "…"
+        return message
+
+    # --- waiting --------------------------------------------------------------------
+    @staticmethod
+    async def _tick(report: _Reporter) -> None:
+        """Every second while OpenAI works: say so, creeping toward TICK_CEILING."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            elapsed = time.monotonic() - started
+            creep = 0.1 + (TICK_CEILING - 0.1) * (1 - 0.5 ** (elapsed / TICK_HALF_LIFE_SECONDS))
+            await report(min(creep, TICK_CEILING), f"Waiting for OpenAI… {elapsed:.0f} s")
+
+
+# --- helpers ----------------------------------------------------------------------------
+def _call_for(request: ImageRequest) -> _Call:
+    options = request.options
+    output_format = str(options.get("outputFormat", "png")).lower()
+    if output_format == "jpg":
+        output_format = "jpeg"
+    try:
+        partial_images = int(options.get("partialImages", 0) or 0)
+    except (TypeError, ValueError):
+        partial_images = 0
+    return _Call(
+        model=request.backend_model,
+        prompt=request.prompt,
+        size=size_for_ratio(request.aspect_ratio),
+        quality=str(options.get("quality", "auto")),
+        output_format=output_format,
+        partial_images=max(0, min(partial_images, MAX_PARTIAL_IMAGES)),
+        images=tuple(_upload(ref, i) for i, ref in enumerate(request.references)),
+    )
+
+
+def _upload(reference: ReferenceImage, index: int) -> tuple[str, bytes, str]:
+    """A reference as an `image[]` file; formats OpenAI does not take become PNG."""
+    extension = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(
+        reference.mime_type
+    )
+    if extension is not None:
+        return (f"reference-{index + 1}.{extension}", reference.data, reference.mime_type)
+    buffer = io.BytesIO()
+    with reference.open() as image:
+        image.convert("RGBA").save(buffer, "PNG")
+    return (f"reference-{index + 1}.png", buffer.getvalue(), "image/png")
+
+
+def _decode(encoded: Any, output_format: str) -> GeneratedImage:
+    """Base64 image data → a checked `GeneratedImage`."""
+    if not isinstance(encoded, str) or not encoded:
+        raise _Unreadable("OpenAI sent no image data")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+        with Image.open(io.BytesIO(data)) as image:
+            detected = Image.MIME.get(image.format or "")
+    except (binascii.Error, ValueError, OSError):
+        raise _Unreadable("OpenAI sent an image that could not be read") from None
+    return GeneratedImage(
+        data=data, mime_type=detected or MIME_TYPES.get(output_format, "image/png")
+    )
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, else `retry-after` in
+    seconds or as an HTTP date), or None."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            value = float(milliseconds) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return max(0.0, value)
+    seconds = headers.get("retry-after")
+    if not seconds:
+        return None
+    try:
+        value = float(seconds)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(seconds)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        value = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, value) if math.isfinite(value) else None
+
+
+@register("openai")
+def create(settings: Settings, models: Sequence[ModelSpec]) -> OpenAIImagesProvider:
+    key = settings.openai_api_key.get_secret_value().strip()
+    if not key:
+        raise Unusable("no API key (set BANANASTAND_OPENAI_API_KEY)")
+    client = AsyncOpenAI(
+        api_key=key,
+        base_url=settings.openai_base_url or None,
+        max_retries=0,  # retried here, within each request's deadline
+    )
+    return OpenAIImagesProvider(
+        client=client,
+        max_concurrency=settings.openai_concurrency,
+        max_attempts=settings.upstream_max_attempts,
+        backoff_seconds=settings.upstream_backoff_seconds,
+    )
