@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_render.py
 	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_diffusers.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
