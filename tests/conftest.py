@@ -3,8 +3,9 @@ with keys. End-to-end fixtures that start a real server live in `tests/e2e`."""
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ class Api:
 
     async def wait_settled(self, key: Key, generation_id: str) -> dict[str, Any]:
         """Wait for the generation's run to end (no polling loop: the runner says)."""
-        await self.services.generation.runner.wait(generation_id)
+        await self.services.generation.dispatcher.wait(generation_id)
         return await self.poll(key, generation_id)
 
     async def download(self, url: str) -> httpx.Response:
@@ -102,15 +103,33 @@ ApiFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
-    """Build an `Api` with setting overrides; everything is stopped at teardown."""
+async def api_factory(
+    tmp_path: Path, deployment: str, request: pytest.FixtureRequest
+) -> AsyncIterator[ApiFactory]:
+    """Build an `Api` with setting overrides; everything is stopped at teardown.
+    In the `scale-out` deployment the app runs on PostgreSQL and Redis, and a
+    worker (its own services, in this process) runs the generations."""
+    import asyncio
+
     started: list[Api] = []
+    workers: list[tuple[Services, asyncio.Task[None]]] = []
+    databases: list[str] = []
 
     async def build(**overrides: Any) -> Api:
+        if deployment == "scale-out":
+            databases.append(create_database(request.getfixturevalue("pg_template")))
+            overrides = scale_out_settings(pg_url(databases[-1]), **overrides)
         settings = make_settings(tmp_path / f"app{len(started)}", **overrides)
         services = Services.build(settings)
         app = create_app(settings, services=services)
         await services.start()
+        if deployment == "scale-out":
+            worker = Services.build(settings)
+            await worker.start("worker")
+            task = asyncio.create_task(
+                worker.generation.dispatcher.run_worker(install_signal_handlers=False)  # type: ignore[attr-defined]
+            )
+            workers.append((worker, task))
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=30
         )
@@ -119,9 +138,16 @@ async def api_factory(tmp_path: Path) -> AsyncIterator[ApiFactory]:
         return api
 
     yield build
+    for worker, task in workers:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.stop()
     for api in started:
         await api.client.aclose()
         await api.services.stop()
+    for name in databases:
+        drop_database(name)
 
 
 @pytest.fixture
@@ -178,3 +204,88 @@ async def states(api: Api, account_id: str) -> list[str]:
             select(Generation.state).where(Generation.account_id == account_id)
         )
         return list(rows)
+
+
+# --- scale-out: PostgreSQL + Redis + a worker ------------------------------------------
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+_TEMPLATE = "bananastand_test_template"
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> str:
+    """A database migrated once per session; each test copies it (fast)."""
+    import asyncio
+
+    from bananastand.db import Database
+
+    _pg_admin(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
+    _pg_admin(f"CREATE DATABASE {_TEMPLATE}")
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{_TEMPLATE}")
+
+    async def migrate() -> None:
+        await db.migrate()
+        await db.close()
+
+    # In a thread of its own: this may be first requested from inside a running loop.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, migrate()).result()
+    return _TEMPLATE
+
+
+def create_database(template: str) -> str:
+    """A fresh PostgreSQL database copied from the migrated template; its name."""
+    import secrets
+
+    name = f"bs_test_{secrets.token_hex(6)}"
+    _pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return name
+
+
+def drop_database(name: str) -> None:
+    _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def pg_url(name: str) -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+@pytest.fixture
+def pg_database(pg_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test; its SQLAlchemy URL."""
+    name = create_database(pg_template)
+    yield pg_url(name)
+    drop_database(name)
+
+
+def scale_out_settings(database_url: str, **overrides: Any) -> dict[str, Any]:
+    import secrets
+
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": "redis://127.0.0.1:6379/0",
+        "redis_prefix": f"bstest-{secrets.token_hex(4)}",
+        "worker_heartbeat_seconds": 1.0,
+        "worker_stall_seconds": 4.0,
+        "janitor_interval_seconds": 0.5,
+    }
+    values.update(overrides)
+    return values
+
+
+# Marks a test module to run once embedded and once scaled out.
+BOTH_DEPLOYMENTS = pytest.mark.parametrize("deployment", ["embedded", "scale-out"], indirect=True)
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest) -> str:
+    """`embedded` unless a module parametrizes it (indirect) with `scale-out`."""
+    return getattr(request, "param", "embedded")

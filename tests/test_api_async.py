@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api, states, wait_until
+from tests.conftest import BOTH_DEPLOYMENTS, Api, states, wait_until
+
+pytestmark = BOTH_DEPLOYMENTS
 
 
 async def test_async_answers_at_once_then_poll_until_completed(api: Api) -> None:

@@ -8,8 +8,9 @@ import re
 import pytest
 from PIL import Image
 
-from bananastand.catalog import DEFAULT_CATALOG
-from tests.conftest import Api, data_url, png_bytes
+from tests.conftest import BOTH_DEPLOYMENTS, Api, data_url, png_bytes
+
+pytestmark = BOTH_DEPLOYMENTS
 
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -335,10 +336,6 @@ async def test_default_model_is_configurable(api_factory) -> None:  # type: igno
     key = await api.account()
     body = (await api.generate(key, prompt="cat")).json()
     assert (await api.poll(key, body["generationId"]))["modelUsed"] == "nano-banana-sketch"
-
-
-def test_default_catalogue_ships_with_the_package() -> None:
-    assert DEFAULT_CATALOG.is_file()
 
 
 async def test_generation_past_the_model_timeout_fails_and_is_refunded(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api, parse_sse
+from tests.conftest import BOTH_DEPLOYMENTS, Api, parse_sse
+
+pytestmark = BOTH_DEPLOYMENTS
 
 
 async def test_stream_sends_progress_then_exactly_one_complete(api: Api) -> None:

@@ -6,7 +6,9 @@ import pytest
 from sqlalchemy import text
 
 from bananastand.errors import Conflict
-from tests.conftest import Api
+from tests.conftest import BOTH_DEPLOYMENTS, Api
+
+pytestmark = BOTH_DEPLOYMENTS
 
 
 async def test_keys_are_nb_high_entropy_and_stored_hashed(api: Api) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bananastand.errors import InsufficientCredits, InvalidRequest
-from tests.conftest import Api
+from tests.conftest import BOTH_DEPLOYMENTS, Api
+
+pytestmark = BOTH_DEPLOYMENTS
 
 
 async def test_credits_endpoint_is_the_ledger_sum(api: Api) -> None:

@@ -56,7 +56,7 @@ async def test_real_answers_match_the_documented_schemas(api: Api) -> None:
     schemas.SyncSuccess.model_validate(sync, strict=True)
     accepted = (await api.generate(key, prompt="cat", mode="async")).json()
     schemas.AsyncAccepted.model_validate(accepted)
-    await api.services.generation.runner.wait(accepted["generationId"])
+    await api.services.generation.dispatcher.wait(accepted["generationId"])
     record = (
         await api.client.get(
             "/api/v1/generate", params={"id": accepted["generationId"]}, headers=key.headers

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bananastand.storage import UrlSigner, image_key
-from tests.conftest import Api
+from tests.conftest import BOTH_DEPLOYMENTS, Api
+
+pytestmark = BOTH_DEPLOYMENTS
 
 
 async def _one_image(api: Api) -> tuple[str, dict]:  # type: ignore[type-arg]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import Api, states, wait_until
+from tests.conftest import BOTH_DEPLOYMENTS, Api, states, wait_until
+
+pytestmark = BOTH_DEPLOYMENTS
 
 
 async def _hold_a_slot(api: Api, key, **body) -> str:  # type: ignore[no-untyped-def]
@@ -63,13 +65,16 @@ async def test_per_account_limit_override(api_factory) -> None:  # type: ignore[
 
 async def test_the_slot_frees_when_a_generation_ends(api: Api) -> None:
     key = await api.account(credits=10)
+    for mode in ("sync", "stream", "sync"):
+        assert (await api.generate(key, prompt="one at a time", mode=mode)).status_code == 200
+
+
+async def test_the_slot_frees_when_a_generation_fails(api_factory) -> None:  # type: ignore[no-untyped-def]
+    api = await api_factory(builtin_failure_rate=1.0)
+    key = await api.account(credits=10)
     for _ in range(3):
-        assert (await api.generate(key, prompt="one at a time")).status_code == 200
-    failing = await api.account(credits=10)
-    api.services.generation.providers["builtin"].failure_rate = 1.0  # type: ignore[attr-defined]
-    assert (await api.generate(failing, prompt="fails")).status_code == 502
-    api.services.generation.providers["builtin"].failure_rate = 0.0  # type: ignore[attr-defined]
-    assert (await api.generate(failing, prompt="works")).status_code == 200
+        assert (await api.generate(key, prompt="fails")).status_code == 502
+    assert await api.balance(key) == 10
 
 
 async def test_many_simultaneous_requests_never_overdraw_or_double_charge(api_factory) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +94,7 @@ async def test_many_simultaneous_requests_never_overdraw_or_double_charge(api_fa
         for r in responses
         if r.status_code == 200 and "generationId" in r.text[:500]
     ]:
-        await api.services.generation.runner.wait(generation_id)
+        await api.services.generation.dispatcher.wait(generation_id)
     balance = await api.balance(key)
     assert balance >= 0
     assert balance == await api.ledger_sum(key)

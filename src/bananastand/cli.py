@@ -48,10 +48,11 @@ def serve(
     try:
         settings = Settings(**overrides)
         settings.check_production()
+        settings.check_mode()
     except Exception as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    lock = _single_server_lock(settings) if settings.is_sqlite else None
+    lock = _single_server_lock(settings) if not settings.scale_out else None
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -102,6 +103,43 @@ def _single_server_lock(settings: Settings) -> Any:
 
 
 @app.command()
+def worker() -> None:
+    """Run generations for scale-out API servers (needs PostgreSQL and Redis settings)."""
+    try:
+        settings = Settings()
+        settings.check_production()
+        settings.check_mode()
+    except Exception as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not settings.scale_out:
+        typer.echo(
+            "error: `bananastand worker` is for scale-out: set BANANASTAND_REDIS_URL and a "
+            "PostgreSQL BANANASTAND_DATABASE_URL (the embedded server runs its own jobs)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_work(settings))
+
+
+async def _work(settings: Settings) -> None:
+    services = Services.build(settings)
+    await services.start("worker")
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.host)
+    print(f"Bananastand worker running ({settings.worker_concurrency} at a time)", flush=True)
+    try:
+        await services.generation.dispatcher.run_worker()  # type: ignore[attr-defined]
+    finally:
+        await services.stop()
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
     _run(lambda s: asyncio.sleep(0))
@@ -114,11 +152,11 @@ def migrate() -> None:
 def _run(action: Callable[[Services], Awaitable[T]]) -> T:
     async def main() -> T:
         services = Services.build(_settings())
-        await services.start(run_jobs=False)
+        await services.start("cli")
         try:
             return await action(services)
         finally:
-            await services.db.close()
+            await services.stop()
 
     try:
         return asyncio.run(main())

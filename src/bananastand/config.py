@@ -113,6 +113,40 @@ class Settings(BaseSettings):
         description="CIDRs exempt from the private-address block (tests, trusted intranets).",
     )
 
+    # --- scale-out ------------------------------------------------------------
+    redis_url: str = Field(
+        "",
+        description="Redis URL. Set (with a PostgreSQL `database_url`) for scale-out: "
+        "generations run in `bananastand worker` processes.",
+    )
+    redis_prefix: str = Field(
+        "bananastand", description="Prefix of every Redis key this server writes."
+    )
+    slot_lease_seconds: float = Field(
+        30.0, gt=0, description="Life of a concurrency-slot lease; workers renew live ones."
+    )
+    worker_concurrency: int = Field(
+        4, ge=1, description="Generations one `bananastand worker` process runs at once."
+    )
+    worker_heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often a worker tells the queue it is alive."
+    )
+    worker_stall_seconds: float = Field(
+        30.0, gt=0, description="A worker silent this long is dead: its jobs are retried."
+    )
+    janitor_interval_seconds: float = Field(
+        5.0, gt=0, description="How often workers renew leases and recover lost generations."
+    )
+    generation_max_attempts: int = Field(
+        2, ge=1, description="Runs of one generation (a worker died) before it is failed."
+    )
+    generation_max_age_seconds: float = Field(
+        3600.0, gt=0, description="A generation still unfinished this long is failed and refunded."
+    )
+    worker_metrics_port: int = Field(
+        0, ge=0, description="Port where a worker serves Prometheus metrics (0: off)."
+    )
+
     # --- built-in renderer --------------------------------------------------
     builtin_latency_seconds: float = Field(
         0.0, description="Artificial time each built-in generation takes (spread over steps)."
@@ -214,6 +248,11 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
+    @property
+    def scale_out(self) -> bool:
+        """PostgreSQL + Redis + worker processes, instead of the embedded default."""
+        return bool(self.redis_url)
+
     def check_production(self) -> None:
         """Refuse unsafe defaults outside dev."""
         if self.environment != "production":
@@ -227,3 +266,11 @@ class Settings(BaseSettings):
             problems.append("BANANASTAND_DEMO_ACCOUNT must be false")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
+
+    def check_mode(self) -> None:
+        """Scale-out needs a database every process shares."""
+        if self.scale_out and self.is_sqlite:
+            raise ValueError(
+                "BANANASTAND_REDIS_URL is set (scale-out) but the database is SQLite: set "
+                "BANANASTAND_DATABASE_URL to a PostgreSQL URL (postgresql+psycopg://…)"
+            )

@@ -86,9 +86,11 @@ class Generations:
         default_limit: int,
         queue_size: int | None,
         queue_workers: int,
+        db_limits: bool = True,
     ) -> tuple[Generation, int]:
         """In one transaction: check credits, the account's concurrency slots and
-        (async) the queue, then charge and record. Returns (record, balance)."""
+        (async) the queue, then charge and record. Returns (record, balance).
+        With `db_limits=False` the slots and the queue are Redis's (scale-out)."""
         async with self.db.write() as session:
             account = await lock_account(session, new.account_id)
             balance = await balance_in(session, account.id)
@@ -98,21 +100,27 @@ class Generations:
                     f"the balance is {balance}"
                 )
             limit = account.concurrency_limit or default_limit
-            active = list(
-                (
-                    await session.execute(
-                        select(Generation.model, Generation.quantity, Generation.started_at).where(
-                            Generation.account_id == account.id,
-                            Generation.state.in_(IN_PROGRESS),
+            active = (
+                []
+                if not db_limits
+                else list(
+                    (
+                        await session.execute(
+                            select(
+                                Generation.model, Generation.quantity, Generation.started_at
+                            ).where(
+                                Generation.account_id == account.id,
+                                Generation.state.in_(IN_PROGRESS),
+                            )
                         )
-                    )
-                ).all()
+                    ).all()
+                )
             )
             if len(active) >= limit:
                 raise ConcurrencyLimitExceeded(
                     limit=limit, active=len(active), retry_after=self._slot_eta(active)
                 )
-            if queue_size is not None:
+            if queue_size is not None and db_limits:
                 waiting = await session.scalar(
                     select(func.count(Generation.id)).where(Generation.state == "queued")
                 )
@@ -153,23 +161,42 @@ class Generations:
             remaining.append(max(expected - elapsed, 0.0))
         return max(1, math.ceil(min(remaining))) if remaining else 1
 
-    async def mark_running(self, generation_id: str) -> bool:
-        """queued -> running; False when the generation is no longer queued."""
+    async def claim(self, generation_id: str) -> int | None:
+        """Start (or, after a lost worker, restart) a run: -> running, one more
+        attempt. Returns the attempt number, or None when the generation has ended."""
         async with self.db.write() as session:
-            result = await session.execute(
-                update(Generation)
-                .where(Generation.id == generation_id, Generation.state == "queued")
-                .values(state="running", started_at=utcnow())
+            record = await session.scalar(
+                select(Generation).where(Generation.id == generation_id).with_for_update()
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            if record is None or record.state not in IN_PROGRESS:
+                return None
+            record.state = "running"
+            record.started_at = utcnow()
+            record.attempts += 1
+            return record.attempts
 
-    async def requeue(self, generation_id: str) -> None:
+    async def requeue(self, generation_id: str, *, hand_back: bool = False) -> None:
+        """Back to `queued`; a hand-back (graceful stop) does not count as an attempt."""
+        values: dict[str, object] = {"state": "queued", "started_at": None}
+        if hand_back:
+            values["attempts"] = Generation.attempts - 1
         async with self.db.write() as session:
             await session.execute(
                 update(Generation)
                 .where(Generation.id == generation_id, Generation.state.in_(IN_PROGRESS))
-                .values(state="queued", started_at=None)
+                .values(**values)
             )
+
+    async def estimate_slot_eta(self, account_id: str) -> int:
+        async with self.db.read() as session:
+            active = (
+                await session.execute(
+                    select(Generation.model, Generation.quantity, Generation.started_at).where(
+                        Generation.account_id == account_id, Generation.state.in_(IN_PROGRESS)
+                    )
+                )
+            ).all()
+        return self._slot_eta(list(active))  # type: ignore[arg-type]
 
     async def settle(
         self,
@@ -272,6 +299,13 @@ class Generations:
                 query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)
             )
             return list(rows)
+
+    async def is_settled(self, generation_id: str) -> bool:
+        async with self.db.read() as session:
+            state = await session.scalar(
+                select(Generation.state).where(Generation.id == generation_id)
+            )
+        return state in TERMINAL
 
     async def in_progress(self) -> list[Generation]:
         async with self.db.read() as session:

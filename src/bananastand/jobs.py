@@ -11,13 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 Execute = Callable[[str], Awaitable[None]]
 
 
+class Dispatcher(Protocol):
+    """Where admitted generations go to run: `Runner` in-process (embedded), or
+    `queue.QueueDispatcher` to worker processes (scale-out)."""
+
+    hands_back_all_modes: bool
+
+    async def start(self) -> None: ...
+    async def stop(self, *, grace_seconds: float = 10.0) -> None: ...
+    async def dispatch(self, generation_id: str, mode: str) -> None: ...
+    async def wait(self, generation_id: str) -> None: ...
+
+
 class Runner:
+    """The embedded dispatcher (see `queue.QueueDispatcher` for scale-out)."""
+
+    hands_back_all_modes = False  # on shutdown only async work goes back to the queue
+
     def __init__(self, execute: Execute, *, workers: int) -> None:
         self._execute = execute
         self._workers = max(1, workers)
@@ -31,6 +48,12 @@ class Runner:
             asyncio.create_task(self._work(), name=f"async-worker-{i}")
             for i in range(self._workers)
         ]
+
+    async def dispatch(self, generation_id: str, mode: str) -> None:
+        if mode == "async":
+            self.enqueue(generation_id)
+        else:
+            self.run_now(generation_id)
 
     def run_now(self, generation_id: str) -> None:
         self._track(generation_id)

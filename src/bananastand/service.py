@@ -15,6 +15,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -25,11 +26,13 @@ from bananastand.accounts import Caller
 from bananastand.catalog import Catalog, ModelSpec
 from bananastand.config import Settings
 from bananastand.db.models import Generation
-from bananastand.errors import InvalidRequest, ProRequired
-from bananastand.generations import Generations, ImageFile, NewGeneration
+from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ProRequired, ServerBusy
+from bananastand.generations import TERMINAL, Generations, ImageFile, NewGeneration
 from bananastand.ids import new_id
-from bananastand.jobs import Runner
+from bananastand.jobs import Dispatcher, Runner
+from bananastand.limits import RedisSlots
 from bananastand.progress import ProgressBus
+from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import ImageRequest, Provider, ProviderError, ReferenceImage
 from bananastand.references import ReferenceFetcher
 from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("sync", "stream", "async")
 INTERRUPTED = "Interrupted: the server stopped before this generation finished"
+LOST = "Interrupted too many times (the processes running it stopped); refunded"
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,10 @@ class GenerationService:
         fetcher: ReferenceFetcher,
         storage: LocalStorage,
         signer: UrlSigner,
-        bus: ProgressBus,
+        bus: ProgressBus | RedisProgressBus,
         durations: DurationStats,
+        slots: RedisSlots | None = None,
+        dispatcher: Callable[[Callable[[str], Awaitable[None]]], Dispatcher] | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -110,7 +116,12 @@ class GenerationService:
         self.signer = signer
         self.bus = bus
         self.durations = durations
-        self.runner = Runner(self.execute, workers=settings.async_workers)
+        self.slots = slots  # scale-out: slots and queue places live in Redis
+        self.dispatcher: Dispatcher = (
+            dispatcher(self.execute)
+            if dispatcher is not None
+            else Runner(self.execute, workers=settings.async_workers)
+        )
         self._references: dict[str, tuple[ReferenceImage, ...]] = {}
 
     # --- accepting ---------------------------------------------------------
@@ -181,34 +192,71 @@ class GenerationService:
             seed=prepared.seed,
             unit_cost=prepared.model.unit_cost(len(references)),
         )
-        if new.mode == "async" and references:
-            # Written before admission so a queued job can be resumed after a restart.
+        # Written before admission when the run may happen elsewhere or later (a
+        # worker process, a queued job resumed after a restart).
+        keep_references = bool(references) and (new.mode == "async" or self.slots is not None)
+        if keep_references:
             await self._save_references(new.id, references)
         try:
-            record, balance = await self.generations.admit(
-                new,
-                default_limit=self.settings.default_concurrency_limit,
-                queue_size=self.settings.async_queue_size if new.mode == "async" else None,
-                queue_workers=self.settings.async_workers,
-            )
+            await self._take_slot(caller, new)
+            try:
+                record, balance = await self.generations.admit(
+                    new,
+                    default_limit=self.settings.default_concurrency_limit,
+                    queue_size=self.settings.async_queue_size if new.mode == "async" else None,
+                    queue_workers=self.settings.async_workers,
+                    db_limits=self.slots is None,
+                )
+            except BaseException:
+                if self.slots is not None:
+                    await self.slots.release(new.account_id, new.id)
+                raise
         except BaseException:
-            if new.mode == "async" and references:
+            if keep_references:
                 await self._drop_references(new.id, len(references))
             raise
         self._references[record.id] = references
         self.bus.open(record.id)
-        if record.mode == "async":
-            self.runner.enqueue(record.id)
-        else:
-            self.runner.run_now(record.id)
+        await self.dispatcher.dispatch(record.id, record.mode)
         return Submission(record, balance)
+
+    async def _take_slot(self, caller: Caller, new: NewGeneration) -> None:
+        """Scale-out: take the account's slot (and a queue place) in Redis first."""
+        if self.slots is None:
+            return
+        limit = caller.account.concurrency_limit or self.settings.default_concurrency_limit
+        granted, active = await self.slots.acquire(new.account_id, new.id, limit=limit)
+        if not granted:
+            raise ConcurrencyLimitExceeded(
+                limit=limit,
+                active=active,
+                retry_after=await self.generations.estimate_slot_eta(new.account_id),
+            )
+        if new.mode == "async":
+            granted, waiting = await self.slots.enqueue(
+                new.id,
+                capacity=self.settings.async_queue_size,
+                lease_seconds=self.settings.generation_max_age_seconds,
+            )
+            if not granted:
+                await self.slots.release(new.account_id, new.id)
+                per_job = self.durations.estimate(new.model, new.quantity)
+                workers = self.settings.worker_concurrency
+                raise ServerBusy(retry_after=max(1, math.ceil(per_job * waiting / workers)))
 
     # --- running -------------------------------------------------------------
     async def execute(self, generation_id: str) -> None:
         """Run one admitted generation to its settlement."""
-        if not await self.generations.mark_running(generation_id):
-            return  # already settled, or taken by someone else
+        attempt = await self.generations.claim(generation_id)
+        if attempt is None:
+            return  # already settled
         record = await self.generations.get(generation_id)
+        if self.slots is not None:
+            await self.slots.dequeue(record.id)  # no longer waiting
+        if attempt > self.settings.generation_max_attempts:
+            await self._settle(record.id, images=[], error=LOST)
+            await self._drop_references(record.id, len(record.reference_urls))
+            return
         settled = False
         images: list[ImageFile] = []
         started = time.monotonic()
@@ -247,8 +295,11 @@ class GenerationService:
             settled = True
             self.durations.observe(record.model, max(1, len(images)), time.monotonic() - started)
         except asyncio.CancelledError:
-            if record.mode == "async":
-                await self.generations.requeue(record.id)  # resumed at the next start
+            if record.mode == "async" or self.dispatcher.hands_back_all_modes:
+                # Stopping: hand the work back; the next start (or worker) resumes it.
+                await self.generations.requeue(record.id, hand_back=True)
+                if self.dispatcher.hands_back_all_modes:
+                    await self.dispatcher.dispatch(record.id, record.mode)
                 settled = True
             raise
         except ProviderError as exc:
@@ -263,7 +314,7 @@ class GenerationService:
             if not settled:
                 await asyncio.shield(self._settle(record.id, images=images, error=INTERRUPTED))
             self._references.pop(record.id, None)
-            if record.mode == "async" and record.reference_urls:
+            if record.reference_urls and (await self.generations.get(record.id)).state in TERMINAL:
                 await self._drop_references(record.id, len(record.reference_urls))
 
     async def _settle(
@@ -281,6 +332,8 @@ class GenerationService:
             warning=warning,
             image_ttl=timedelta(seconds=self.settings.image_ttl_seconds),
         )
+        if self.slots is not None:
+            await self.slots.release(settled.generation.account_id, generation_id)
         if settled.changed:
             await self.bus.publish(
                 generation_id, final_event(settled.generation, settled.balance, self.signer)
@@ -332,14 +385,18 @@ class GenerationService:
         resumed = failed = 0
         for record in await self.generations.in_progress():
             if record.mode == "async":
-                await self.generations.requeue(record.id)
+                await self.generations.requeue(record.id, hand_back=record.state == "queued")
                 self.bus.open(record.id)
-                self.runner.enqueue(record.id)
+                await self.dispatcher.dispatch(record.id, record.mode)
                 resumed += 1
             else:
                 await self._settle(record.id, images=[], error=INTERRUPTED)
                 failed += 1
         return resumed, failed
+
+    async def fail(self, generation_id: str, message: str) -> None:
+        """End a generation as failed and refunded (whoever runs it is gone)."""
+        await self._settle(generation_id, images=[], error=message)
 
     async def sweep_expired(self) -> int:
         """Delete the bytes of expired images; their URLs already answer 410."""

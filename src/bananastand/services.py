@@ -1,6 +1,13 @@
 """Builds every service once from the settings, and starts and stops them.
 
-The web app, the CLI and the tests all get their services from here.
+The web app, the worker, the CLI and the tests all get their services from here.
+What starts depends on the role and the mode:
+
+| role   | embedded (SQLite)                         | scale-out (PostgreSQL + Redis)        |
+|--------|-------------------------------------------|---------------------------------------|
+| serve  | API + in-process runner, recovery, sweeper | API only: dispatches to workers       |
+| worker | (not used)                                | runs jobs; janitor                    |
+| cli    | database only                             | database only                         |
 """
 
 from __future__ import annotations
@@ -9,18 +16,27 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
 
 from bananastand.accounts import Accounts, CreatedKey
 from bananastand.billing import Billing
 from bananastand.catalog import Catalog, ModelSpec, load_entries
 from bananastand.config import Settings
 from bananastand.db import Database
+from bananastand.errors import Conflict
 from bananastand.generations import Generations
+from bananastand.limits import RedisSlots
 from bananastand.progress import ProgressBus
+from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import Provider, build_providers
 from bananastand.references import FetchPolicy, ReferenceFetcher
 from bananastand.service import DurationStats, GenerationService
 from bananastand.storage import LocalStorage, UrlSigner, load_or_create_secret
+
+if TYPE_CHECKING:
+    from bananastand.janitor import Janitor
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +54,10 @@ class Services:
     providers: dict[str, Provider]
     unusable: dict[str, str]
     generation: GenerationService
+    redis: Redis | None = None
+    janitor: Janitor | None = None
     demo_key: CreatedKey | None = None
+    role: str = "cli"
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -62,6 +81,22 @@ class Services:
         signer = UrlSigner(
             load_or_create_secret(settings.signing_secret, settings.data_dir), settings.base_url
         )
+        redis: Redis | None = None
+        slots: RedisSlots | None = None
+        bus: ProgressBus | RedisProgressBus = ProgressBus()
+        dispatcher = None
+        if settings.scale_out:
+            from bananastand.queue import QueueDispatcher
+
+            redis = Redis.from_url(settings.redis_url)
+            slots = RedisSlots(
+                redis, prefix=settings.redis_prefix, lease_seconds=settings.slot_lease_seconds
+            )
+            bus = RedisProgressBus(redis, prefix=settings.redis_prefix)
+
+            def dispatcher(execute):  # type: ignore[no-untyped-def]
+                return QueueDispatcher(settings, execute)
+
         service = GenerationService(
             settings=settings,
             catalog=catalog,
@@ -70,9 +105,13 @@ class Services:
             fetcher=fetcher,
             storage=LocalStorage(settings.data_dir / "files"),
             signer=signer,
-            bus=ProgressBus(),
+            bus=bus,
             durations=durations,
+            slots=slots,
+            dispatcher=dispatcher,
         )
+        if settings.scale_out:
+            service.dispatcher.follow(bus, generations.is_settled)  # type: ignore[attr-defined]
         return cls(
             settings=settings,
             db=db,
@@ -85,20 +124,30 @@ class Services:
             providers=providers,
             unusable=unusable,
             generation=service,
+            redis=redis,
         )
 
-    async def start(self, *, run_jobs: bool = True) -> None:
+    async def start(self, role: str = "serve") -> None:
+        """Start what `role` ("serve", "worker" or "cli") needs; see the module table."""
+        self.role = role
         await self.db.migrate()
-        if not run_jobs:
+        if role == "cli":
             return
+        if role == "worker" and not self.settings.scale_out:
+            raise ValueError(
+                "`bananastand worker` is for scale-out: set BANANASTAND_REDIS_URL and a "
+                "PostgreSQL BANANASTAND_DATABASE_URL (the embedded server runs its own jobs)"
+            )
         if not self.settings.public_base_url and self.settings.host in ("0.0.0.0", "::"):  # noqa: S104
             log.warning(
                 "image URLs will point at %s; set BANANASTAND_PUBLIC_BASE_URL to the address "
                 "clients reach this server at",
                 self.settings.base_url,
             )
-        for provider in self.providers.values():
-            await provider.start()
+        runs_generations = role == "worker" or not self.settings.scale_out
+        if runs_generations:
+            for provider in self.providers.values():
+                await provider.start()
         # Loading can fail (missing weights): offer what actually started.
         self.catalog = _offered(self.entries, self.providers, self.unusable)
         self.generation.catalog = self.catalog
@@ -106,13 +155,25 @@ class Services:
             log.info("model %s: live on %s (%s)", model.name, model.backend, model.backend_model)
         for name, reason in self.catalog.unavailable.items():
             log.info("model %s: not offered: %s", name, reason)
-        if self.settings.demo_account and await self.accounts.count() == 0:
-            self.demo_key = await self.create_demo_account()
-        await self.generation.runner.start()
-        resumed, failed = await self.generation.recover()
-        if resumed or failed:
-            log.info("recovered unfinished generations: %d resumed, %d failed", resumed, failed)
-        self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
+        if role == "serve" and self.settings.demo_account and await self.accounts.count() == 0:
+            with contextlib.suppress(Conflict):  # another API process was first
+                self.demo_key = await self.create_demo_account()
+        await self.generation.dispatcher.start()
+        if not self.settings.scale_out:
+            resumed, failed = await self.generation.recover()
+            if resumed or failed:
+                log.info("recovered unfinished generations: %d resumed, %d failed", resumed, failed)
+            self._background.append(asyncio.create_task(self._sweep_forever(), name="sweeper"))
+        elif role == "worker":
+            from bananastand.janitor import Janitor
+
+            assert self.generation.slots is not None
+            self.janitor = Janitor(
+                self.generation,
+                self.generation.dispatcher,  # type: ignore[arg-type]
+                self.generation.slots,
+            )
+            self._background.append(asyncio.create_task(self.janitor.run_forever(), name="janitor"))
 
     async def create_demo_account(self) -> CreatedKey:
         account = await self.accounts.create(email=DEMO_EMAIL, display_name="Demo", api_access=True)
@@ -136,10 +197,15 @@ class Services:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.generation.runner.stop(grace_seconds=self.settings.shutdown_grace_seconds)
+        if self.role != "cli":
+            await self.generation.dispatcher.stop(
+                grace_seconds=self.settings.shutdown_grace_seconds
+            )
         await self.generation.fetcher.aclose()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.db.close()
 
 

@@ -128,7 +128,7 @@ async def generate(request: Request, caller: CurrentCaller, services: ServicesDe
             },
         )
     # sync: the generation runs detached; a client that leaves does not stop it.
-    await service.runner.wait(record.id)
+    await service.dispatcher.wait(record.id)
     final = await service.generations.get(record.id)
     balance = await services.billing.balance(caller.account.id)
     if final.state == "failed":

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -84,7 +85,7 @@ class LedgerEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
-    amount: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(32))
     generation_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     note: Mapped[str] = mapped_column(Text, default="")
@@ -100,7 +101,7 @@ class Recharge(Base):
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     money_amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     currency: Mapped[str] = mapped_column(String(8))
-    credits: Mapped[int] = mapped_column(Integer)
+    credits: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -122,11 +123,12 @@ class Generation(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     reference_urls: Mapped[list[str]] = mapped_column(JSON, default=list)
     seed: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # queued -> running -> completed | failed   (queued and running read "processing")
     state: Mapped[str] = mapped_column(String(16))
-    unit_cost: Mapped[int] = mapped_column(Integer)
-    credits_charged: Mapped[int] = mapped_column(Integer)
-    credits_used: Mapped[int] = mapped_column(Integer)
+    unit_cost: Mapped[int] = mapped_column(BigInteger)
+    credits_charged: Mapped[int] = mapped_column(BigInteger)
+    credits_used: Mapped[int] = mapped_column(BigInteger)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     warning_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -278,6 +278,8 @@ class GeminiProvider:
             await asyncio.sleep(self.tick_seconds)
             if run.sent_at is None:
                 continue
+            if run.received >= run.request.quantity:
+                return  # nothing left to wait for
             elapsed = time.monotonic() - run.sent_at
             message = f"Waiting for Gemini… {elapsed:.0f} s"
             if run.received:

@@ -1,0 +1,96 @@
+"""Housekeeping that keeps scale-out honest, run by every worker process.
+
+Each round:
+- renews the Redis leases of every generation the database says is in
+  progress (and restores them after a Redis restart);
+- puts the jobs of dead workers (no heartbeat) back in the queue;
+- re-dispatches generations left without a job (an API process died between
+  admitting and dispatching, or a job was lost);
+- fails and refunds generations older than `generation_max_age_seconds`;
+- deletes the bytes of expired images.
+Rounds in several workers at once are harmless: every step is idempotent, and
+settlement happens exactly once whoever calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, text
+
+from bananastand.db.models import Generation, utcnow
+from bananastand.generations import IN_PROGRESS
+from bananastand.limits import RedisSlots
+from bananastand.queue import QueueDispatcher
+from bananastand.service import GenerationService
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "Expired: the generation did not finish in time; refunded"
+# A generation this young may simply not have reached the queue yet.
+_ORPHAN_AFTER = timedelta(seconds=30)
+
+
+class Janitor:
+    def __init__(
+        self, service: GenerationService, dispatcher: QueueDispatcher, slots: RedisSlots
+    ) -> None:
+        self.service = service
+        self.dispatcher = dispatcher
+        self.slots = slots
+        self.settings = service.settings
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except Exception:
+                log.exception("janitor round failed; retrying next round")
+            await asyncio.sleep(self.settings.janitor_interval_seconds)
+
+    async def round(self) -> dict[str, int]:
+        in_progress = await self.service.generations.in_progress()
+        await self.slots.renew(
+            [(g.account_id, g.id) for g in in_progress],
+            queued=[g.id for g in in_progress if g.state == "queued" and g.mode == "async"],
+            queue_lease_seconds=self.settings.generation_max_age_seconds,
+        )
+        retried = await self.dispatcher.retry_stalled()
+        expired = await self._expire(in_progress)
+        orphans = await self._redispatch_orphans()
+        swept = await self.service.sweep_expired()
+        report = {"retried": retried, "expired": expired, "redispatched": orphans, "swept": swept}
+        if any(report.values()):
+            log.info("janitor: %s", report)
+        return report
+
+    async def _expire(self, in_progress: list[Generation]) -> int:
+        limit = utcnow() - timedelta(seconds=self.settings.generation_max_age_seconds)
+        expired = 0
+        for record in in_progress:
+            if record.created_at < limit:
+                await self.service.fail(record.id, EXPIRED)
+                expired += 1
+        return expired
+
+    async def _redispatch_orphans(self) -> int:
+        """In-progress generations with no waiting or running job get a new one."""
+        async with self.service.generations.db.read() as session:
+            rows = await session.execute(
+                select(Generation.id, Generation.mode, Generation.state).where(
+                    Generation.state.in_(IN_PROGRESS),
+                    Generation.created_at < utcnow() - _ORPHAN_AFTER,
+                    text(
+                        "NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
+                        "WHERE j.lock = generations.id AND j.status IN ('todo', 'doing'))"
+                    ),
+                )
+            )
+            orphans = list(rows)
+        for generation_id, mode, state in orphans:
+            if state == "running":
+                await self.service.generations.requeue(generation_id)
+            await self.dispatcher.dispatch(generation_id, mode)
+        return len(orphans)
