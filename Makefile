@@ -1,6 +1,7 @@
 # Bananastand — the two commands a new machine needs:
 #   make serve   set up and serve the API on the embedded default
-#   make test    set up and run the whole test suite (what CI runs)
+#   make test    set up and run the whole test suite (what CI runs); it needs the
+#                local PostgreSQL and Redis and starts them if they are down
 
 PYTHON ?= python3
 VENV   := .venv
@@ -28,6 +29,7 @@ serve: $(STAMP)
 	$(BIN)/bananastand serve
 
 test: $(VENV)/.installed-test
+	scripts/services-up
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

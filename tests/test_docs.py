@@ -80,3 +80,25 @@ async def test_openapi_declares_bearer_auth_and_no_422(api: Api) -> None:
     post = spec["paths"]["/api/v1/generate"]["post"]["responses"]
     assert {"400", "401", "402", "403", "429", "503"} <= set(post)
     assert "SyncSuccess" in spec["components"]["schemas"]
+
+
+async def test_metrics_count_requests_generations_and_credits(api: Api) -> None:
+    key = await api.account(credits=10)
+    await api.generate(key, prompt="cat", quantity=2)
+    await api.client.get("/api/v1/credits", headers=key.headers)
+    text = (await api.client.get("/metrics")).text
+    assert (
+        'bananastand_http_requests_total{method="POST",route="/api/v1/generate",status="200"}'
+        in text
+    )
+    assert 'bananastand_generations_total{model="nano-banana",outcome="completed"}' in text
+    assert 'bananastand_credits_total{kind="charged"}' in text
+    assert "bananastand_provider_seconds_bucket" in text
+    assert "bananastand_queue_depth" in text
+
+
+async def test_readiness_reports_each_dependency(api: Api) -> None:
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["database"] == "up"
+    assert (await api.client.get("/healthz")).json() == {"status": "ok"}

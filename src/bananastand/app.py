@@ -13,6 +13,7 @@ from bananastand import __version__
 from bananastand.api import catalog, credits, errors, generate, health, images, schemas
 from bananastand.api.limits import BodySizeLimit
 from bananastand.config import Settings
+from bananastand.metrics import RequestMetrics
 from bananastand.services import Services
 
 
@@ -43,6 +44,7 @@ def create_app(
     )
     app.state.services = services
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
     errors.install(app)
     for module in (generate, catalog, credits, images, health):
         app.include_router(module.router)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
@@ -299,6 +299,20 @@ class Generations:
                 query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)
             )
             return list(rows)
+
+    async def queue_depth(self, *, jobs: bool = False) -> int:
+        """Async generations waiting to run; with `jobs`, the task queue's waiting jobs
+        (scale-out), which also proves the queue's tables answer."""
+        async with self.db.read() as session:
+            if jobs:
+                count = await session.scalar(
+                    text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
+                )
+            else:
+                count = await session.scalar(
+                    select(func.count(Generation.id)).where(Generation.state == "queued")
+                )
+        return int(count or 0)
 
     async def is_settled(self, generation_id: str) -> bool:
         async with self.db.read() as session:

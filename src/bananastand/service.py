@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from bananastand import metrics
 from bananastand.accounts import Caller
 from bananastand.catalog import Catalog, ModelSpec
 from bananastand.config import Settings
@@ -215,6 +216,7 @@ class GenerationService:
             if keep_references:
                 await self._drop_references(new.id, len(references))
             raise
+        metrics.CREDITS.labels("charged").inc(record.credits_charged)
         self._references[record.id] = references
         self.bus.open(record.id)
         await self.dispatcher.dispatch(record.id, record.mode)
@@ -280,6 +282,7 @@ class GenerationService:
                 options=dict(model.options),
                 deadline=time.monotonic() + model.timeout_seconds,
             )
+            began = time.perf_counter()
             try:
                 async with asyncio.timeout(model.timeout_seconds):
                     result = await provider.generate(request, progress)
@@ -287,6 +290,9 @@ class GenerationService:
                 raise ProviderError(
                     f"Generation timed out after {model.timeout_seconds:g} seconds"
                 ) from None
+            metrics.PROVIDER_SECONDS.labels(model.backend, model.name).observe(
+                time.perf_counter() - began
+            )
             if result.images:
                 await self._publish(record.id, "status", "Saving images...", 92)
             images = [await self._store(image.data) for image in result.images]
@@ -335,6 +341,14 @@ class GenerationService:
         if self.slots is not None:
             await self.slots.release(settled.generation.account_id, generation_id)
         if settled.changed:
+            record = settled.generation
+            metrics.GENERATIONS.labels(
+                record.model,
+                metrics.outcome(
+                    record.state, len(record.images), record.quantity, bool(record.warning_message)
+                ),
+            ).inc()
+            metrics.CREDITS.labels("refunded").inc(record.credits_charged - record.credits_used)
             await self.bus.publish(
                 generation_id, final_event(settled.generation, settled.balance, self.signer)
             )

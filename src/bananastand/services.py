@@ -175,6 +175,27 @@ class Services:
             )
             self._background.append(asyncio.create_task(self.janitor.run_forever(), name="janitor"))
 
+    async def check_dependencies(self) -> dict[str, str]:
+        """Each dependency as "up" or "down" (readiness)."""
+        checks: dict[str, str] = {}
+        try:
+            await self.db.ping()
+            checks["database"] = "up"
+        except Exception:
+            checks["database"] = "down"
+        if self.redis is not None:
+            try:
+                await self.redis.ping()
+                checks["redis"] = "up"
+            except Exception:
+                checks["redis"] = "down"
+            try:
+                await self.generation.generations.queue_depth(jobs=True)
+                checks["queue"] = "up"
+            except Exception:
+                checks["queue"] = "down"
+        return checks
+
     async def create_demo_account(self) -> CreatedKey:
         account = await self.accounts.create(email=DEMO_EMAIL, display_name="Demo", api_access=True)
         await self.billing.grant(

@@ -1,0 +1,81 @@
+"""Prometheus metrics: what an operator watches.
+
+- `bananastand_http_requests_total{route,method,status}` and request latency
+- `bananastand_generations_total{model,outcome}` (completed, partial, failed, blocked)
+- `bananastand_provider_seconds{backend,model}`: time inside a backend
+- `bananastand_credits_total{kind}`: credits charged (at acceptance) and refunded
+- `bananastand_queue_depth`: async generations waiting (read at scrape time)
+
+API processes serve them at `/metrics`; workers at `worker_metrics_port`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_REQUESTS = Counter(
+    "bananastand_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "bananastand_http_request_seconds", "Time to answer (to the first byte)", ["route", "method"]
+)
+GENERATIONS = Counter(
+    "bananastand_generations_total", "Generations settled, by outcome", ["model", "outcome"]
+)
+PROVIDER_SECONDS = Histogram(
+    "bananastand_provider_seconds",
+    "Time a backend took for one generation",
+    ["backend", "model"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320),
+)
+CREDITS = Counter("bananastand_credits_total", "Credits charged and refunded", ["kind"])
+QUEUE_DEPTH = Gauge("bananastand_queue_depth", "Async generations waiting to run")
+
+
+def outcome(state: str, images: int, quantity: int, warning: bool) -> str:
+    if warning:
+        return "blocked"
+    if state == "failed":
+        return "failed"
+    return "completed" if images >= quantity else "partial"
+
+
+class RequestMetrics:
+    """ASGI middleware counting requests by route template (not raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route = _route(scope)
+                HTTP_SECONDS.labels(route, scope["method"]).observe(time.perf_counter() - started)
+                HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+            await send(message)
+
+        await self.app(scope, receive, record)
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+async def refresh(queue_depth: Callable[[], Awaitable[int]]) -> CollectorRegistry:
+    """Update the scrape-time gauges; returns the registry to expose."""
+    QUEUE_DEPTH.set(await queue_depth())
+    return REGISTRY
