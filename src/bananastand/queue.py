@@ -15,7 +15,7 @@ with the database as the last word.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from procrastinate import App, PsycopgConnector
@@ -23,7 +23,6 @@ from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
 from bananastand.config import Settings
-from bananastand.progress import FINAL_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ TASK_NAME = "bananastand.run_generation"
 QUEUE = "generations"
 
 Execute = Callable[[str], Awaitable[None]]
-IsSettled = Callable[[str], Awaitable[bool]]
+Follow = Callable[..., AsyncIterator[Any]]
 
 
 def conninfo(database_url: str) -> str:
@@ -55,13 +54,11 @@ class QueueDispatcher:
             )
         )
         self.task = self.app.task(name=TASK_NAME, queue=QUEUE, pass_context=False)(self._run)
-        self._bus: Any = None
-        self._is_settled: IsSettled | None = None
+        self._follow: Follow | None = None
 
-    def follow(self, bus: Any, is_settled: IsSettled) -> None:
-        """How `wait()` learns that a generation ended."""
-        self._bus = bus
-        self._is_settled = is_settled
+    def follow(self, follow: Follow) -> None:
+        """How `wait()` learns that a generation ended (`GenerationService.follow`)."""
+        self._follow = follow
 
     async def _run(self, generation_id: str) -> None:
         await self._execute(generation_id)
@@ -83,14 +80,9 @@ class QueueDispatcher:
 
     async def wait(self, generation_id: str) -> None:
         """Return once the generation is settled, wherever it runs."""
-        assert self._bus is not None and self._is_settled is not None
-        if await self._is_settled(generation_id):
-            return
-        async for event in self._bus.subscribe(generation_id, idle_timeout=2.0):
-            if event is not None and event.get("type") in FINAL_TYPES:
-                return
-            if event is None and await self._is_settled(generation_id):
-                return  # the stream was lost (Redis restarted): the database says done
+        assert self._follow is not None
+        async for _event in self._follow(generation_id, idle_timeout=2.0):
+            pass
 
     async def run_worker(self, *, install_signal_handlers: bool = True) -> None:
         """Run jobs until SIGTERM/SIGINT (or cancellation); running ones get the

@@ -9,21 +9,24 @@ the process, found at the next start) ends in `Generations.settle()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from PIL import Image
+from redis.exceptions import RedisError
 
 from bananastand import metrics
 from bananastand.accounts import Caller
+from bananastand.billing import balance_in
 from bananastand.catalog import Catalog, ModelSpec
 from bananastand.config import Settings
 from bananastand.db.models import Generation
@@ -32,7 +35,7 @@ from bananastand.generations import TERMINAL, Generations, ImageFile, NewGenerat
 from bananastand.ids import new_id
 from bananastand.jobs import Dispatcher, Runner
 from bananastand.limits import RedisSlots
-from bananastand.progress import ProgressBus
+from bananastand.progress import FINAL_TYPES, ProgressBus
 from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import ImageRequest, Provider, ProviderError, ReferenceImage
 from bananastand.references import ReferenceFetcher
@@ -246,15 +249,48 @@ class GenerationService:
                 workers = self.settings.worker_concurrency
                 raise ServerBusy(retry_after=max(1, math.ceil(per_job * waiting / workers)))
 
+    # --- following ---------------------------------------------------------------
+    async def follow(
+        self, generation_id: str, *, idle_timeout: float
+    ) -> AsyncIterator[dict[str, Any] | None]:
+        """A generation's progress events, with the stream's guarantees: progress
+        never goes down, and exactly one final event (`complete` or `error`) ends
+        it. Yields None after each `idle_timeout` of silence (keep-alive time).
+        The database has the last word: if the progress channel fails (Redis
+        restarting) or goes quiet after the generation ended, the final event is
+        built from the record."""
+        progress = 0
+        try:
+            async for event in self.bus.subscribe(generation_id, idle_timeout=idle_timeout):
+                if event is None:
+                    if await self.generations.is_settled(generation_id):
+                        break
+                    yield None
+                    continue
+                progress = max(progress, int(event.get("progress", 0)))
+                yield {**event, "progress": progress}
+                if event.get("type") in FINAL_TYPES:
+                    return
+        except (OSError, RedisError):
+            log.warning("progress of %s unavailable; following the database", generation_id)
+        while not await self.generations.is_settled(generation_id):
+            yield None
+            await asyncio.sleep(idle_timeout)
+        record = await self.generations.get(generation_id)
+        async with self.generations.db.read() as session:
+            balance = await balance_in(session, record.account_id)
+        yield final_event(record, balance, self.signer)
+
     # --- running -------------------------------------------------------------
     async def execute(self, generation_id: str) -> None:
         """Run one admitted generation to its settlement."""
+        if self.slots is not None:
+            with contextlib.suppress(OSError, RedisError):  # the janitor tidies up later
+                await self.slots.dequeue(generation_id)  # no longer waiting
         attempt = await self.generations.claim(generation_id)
         if attempt is None:
             return  # already settled
         record = await self.generations.get(generation_id)
-        if self.slots is not None:
-            await self.slots.dequeue(record.id)  # no longer waiting
         if attempt > self.settings.generation_max_attempts:
             await self._settle(record.id, images=[], error=LOST)
             await self._drop_references(record.id, len(record.reference_urls))
@@ -339,7 +375,10 @@ class GenerationService:
             image_ttl=timedelta(seconds=self.settings.image_ttl_seconds),
         )
         if self.slots is not None:
-            await self.slots.release(settled.generation.account_id, generation_id)
+            try:
+                await self.slots.release(settled.generation.account_id, generation_id)
+            except (OSError, RedisError):  # the lease expires by itself
+                log.warning("could not release the slot of %s now", generation_id)
         if settled.changed:
             record = settled.generation
             metrics.GENERATIONS.labels(
@@ -349,14 +388,21 @@ class GenerationService:
                 ),
             ).inc()
             metrics.CREDITS.labels("refunded").inc(record.credits_charged - record.credits_used)
-            await self.bus.publish(
+            await self._publish_event(
                 generation_id, final_event(settled.generation, settled.balance, self.signer)
             )
 
     async def _publish(self, generation_id: str, kind: str, message: str, progress: int) -> None:
-        await self.bus.publish(
+        await self._publish_event(
             generation_id, {"type": kind, "message": message, "progress": progress}
         )
+
+    async def _publish_event(self, generation_id: str, event: dict[str, Any]) -> None:
+        """Progress is best-effort: followers fall back to the database."""
+        try:
+            await self.bus.publish(generation_id, event)
+        except (OSError, RedisError):
+            log.warning("progress of %s not published (channel unavailable)", generation_id)
 
     async def _store(self, data: bytes) -> ImageFile:
         with Image.open(io.BytesIO(data)) as image:

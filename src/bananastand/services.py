@@ -111,7 +111,7 @@ class Services:
             dispatcher=dispatcher,
         )
         if settings.scale_out:
-            service.dispatcher.follow(bus, generations.is_settled)  # type: ignore[attr-defined]
+            service.dispatcher.follow(service.follow)  # type: ignore[attr-defined]
         return cls(
             settings=settings,
             db=db,

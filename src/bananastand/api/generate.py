@@ -24,7 +24,7 @@ from bananastand.api.deps import CurrentCaller, ServicesDep
 from bananastand.errors import GenerationFailed, InvalidRequest
 from bananastand.service import GenerateParams, Submission
 from bananastand.services import Services
-from bananastand.views import final_event, record_view, sync_result
+from bananastand.views import record_view, sync_result
 
 router = APIRouter(prefix="/api/v1", tags=["generate"])
 
@@ -145,26 +145,11 @@ async def generate(request: Request, caller: CurrentCaller, services: ServicesDe
 
 
 async def _stream(services: Services, submission: Submission) -> AsyncIterator[bytes]:
-    service = services.generation
-    record = submission.record
     yield _sse({"type": "status", "message": "Starting generation...", "progress": 0})
-    keepalive = services.settings.stream_keepalive_seconds
-    async for event in service.bus.subscribe(record.id, idle_timeout=keepalive):
-        if event is None:
-            yield b": keep-alive\n\n"
-            continue
-        yield _sse(event)
-        if event["type"] in ("complete", "error"):
-            return
-    # The channel is gone (the generation ended long ago): answer from the record.
-    final = await service.generations.get(record.id)
-    balance = await services.billing.balance(final.account_id)
-    if final.state in ("completed", "failed"):
-        yield _sse(final_event(final, balance, service.signer))
-    else:
-        message = "Progress of this generation is unavailable; poll it with GET"
-        data = {"success": False, "generationId": record.id, "error": message}
-        yield _sse({"type": "error", "message": message, "progress": 100, "data": data})
+    async for event in services.generation.follow(
+        submission.record.id, idle_timeout=services.settings.stream_keepalive_seconds
+    ):
+        yield b": keep-alive\n\n" if event is None else _sse(event)
 
 
 @router.get(

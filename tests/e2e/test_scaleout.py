@@ -1,0 +1,329 @@
+"""Scale-out, end to end: two `bananastand serve` processes (API only) and two
+`bananastand worker` processes on one PostgreSQL database and one Redis.
+
+A client may talk to either API process: every mode works through each, a
+generation run by a worker is followed from any API process, and the account's
+concurrency slots and credits are the same whichever process answers."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from PIL import Image
+
+from tests.e2e.scaleout import (
+    Deployment,
+    accepted_when_free,
+    credits,
+    deployment_factory,  # noqa: F401
+    events,
+    generate,
+    record,
+    require_services,
+    settled,
+    via,
+)
+
+CONCURRENCY_ERROR = "Too many concurrent API requests for this account"
+COMPLETE_KEYS = {"success", "generationId", "imageUrls", "creditsUsed", "remainingCredits"}
+LATENCY = 1.5  # seconds each generation takes in the workers of the shared deployment
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
+    """2 API processes + 2 workers, shared by the tests of this module; each test
+    uses accounts of its own, so they do not see each other's credits or slots."""
+    require_services()
+    deployment = Deployment(
+        tmp_path_factory.mktemp("cluster"),
+        request.getfixturevalue("pg_template"),
+        apis=2,
+        workers=2,
+        builtin_latency_seconds=LATENCY,
+        stream_keepalive_seconds=1,
+    )
+    try:
+        yield deployment.start()
+    finally:
+        deployment.close()
+
+
+@pytest.fixture
+def deployment(cluster: Deployment) -> Iterator[Deployment]:
+    yield cluster
+    print(cluster.logs())  # shown only when the test failed
+
+
+def assert_concurrency_429(response: requests.Response, limit: int) -> None:
+    assert response.status_code == 429, response.text
+    assert response.json() == {
+        "error": CONCURRENCY_ERROR,
+        "type": "concurrency_limit",
+        "limit": limit,
+        "active": limit,
+    }
+    assert int(response.headers["Retry-After"]) >= 0
+    assert response.headers["X-RateLimit-Limit"] == str(limit)
+    assert response.headers["X-RateLimit-Active"] == str(limit)
+
+
+def assert_png(content: bytes) -> None:
+    with Image.open(io.BytesIO(content)) as image:
+        assert image.format == "PNG"
+        assert image.size == (1024, 1024)
+        image.load()
+
+
+def assert_downloadable_everywhere(deployment: Deployment, url: str) -> None:
+    """Images are written by workers and served by every API process."""
+    assert url.startswith(deployment.settings["public_base_url"] + "/images/"), url
+    assert url.endswith(".png")
+    for api in deployment.apis:
+        image = requests.get(via(api, url), timeout=10)
+        assert image.status_code == 200, (api, image.status_code)
+        assert image.headers["Content-Type"] == "image/png"
+        assert_png(image.content)
+
+
+# --- every mode through every API process --------------------------------------------
+
+
+def test_every_mode_works_through_each_api_process(deployment: Deployment) -> None:
+    key = deployment.create_account(credits=20)
+    a, b = deployment.apis
+    for api, other in ((a, b), (b, a)):
+        # sync: the quick-start request
+        response = generate(api, key, {"prompt": "A cute orange cat sitting on a windowsill"})
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["success"] is True and answer["creditsUsed"] == 1
+        assert answer["remainingCredits"] == credits(other, key)
+        assert len(answer["imageUrls"]) == 1
+        assert_downloadable_everywhere(deployment, answer["imageUrls"][0])
+        assert record(api, key, answer["generationId"]) == record(
+            other, key, answer["generationId"]
+        )
+
+        # stream: followed on this API process while a worker runs it
+        with generate(api, key, {"prompt": "a streamed pear", "mode": "stream"}, stream=True) as r:
+            assert r.status_code == 200, r.text
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            generation_id = r.headers["X-Generation-Id"]
+            seen = list(events(r))
+        finals = [e for e in seen if e["type"] in ("complete", "error")]
+        assert len(finals) == 1 and finals[0] is seen[-1], seen
+        statuses = seen[:-1]
+        assert all(e["type"] == "status" for e in statuses), seen
+        assert any(e["message"].startswith("Rendering") for e in statuses), seen
+        progress = [e["progress"] for e in seen]
+        assert progress == sorted(progress) and progress[0] >= 0 and progress[-1] == 100, seen
+        final = finals[0]
+        assert final["type"] == "complete", final
+        assert set(final["data"]) >= COMPLETE_KEYS
+        assert final["data"]["success"] is True
+        assert final["data"]["generationId"] == generation_id
+        assert final["data"]["creditsUsed"] == 1
+        assert final["data"]["remainingCredits"] == credits(other, key)
+        assert_downloadable_everywhere(deployment, final["data"]["imageUrls"][0])
+        data = record(other, key, generation_id)
+        assert data == record(api, key, generation_id)
+        assert data["processingStatus"] == "completed"
+        assert data["outputImageUrls"] == final["data"]["imageUrls"]
+
+        # async: accepted here, polled through both
+        response = generate(api, key, {"prompt": "a polled plum", "mode": "async", "quantity": 2})
+        assert response.status_code == 200, response.text
+        accepted = response.json()
+        assert accepted["async"] is True and accepted["creditsUsed"] == 2
+        generation_id = accepted["generationId"]
+        assert record(other, key, generation_id)["processingStatus"] == "processing"
+        data = settled(other, key, generation_id)
+        assert data == record(api, key, generation_id)
+        assert data["processingStatus"] == "completed"
+        assert data["creditsUsed"] == 2 and len(data["outputImageUrls"]) == 2
+        for url in data["outputImageUrls"]:
+            assert_downloadable_everywhere(deployment, url)
+
+    assert credits(a, key) == credits(b, key) == 20 - 2 * (1 + 1 + 2)
+    # API processes only dispatch: every job ran in a worker.
+    for api in deployment.apis:
+        assert "Starting job" not in "".join(api.output)
+    assert any("Starting job" in worker.text for worker in deployment.workers)
+
+
+# --- limits and credits across processes ------------------------------------------------
+
+
+def test_concurrency_limit_holds_across_api_processes(deployment: Deployment) -> None:
+    key = deployment.create_account(credits=10)  # default limit: 1
+    a, b = deployment.apis
+    response = generate(a, key, {"prompt": "holds the slot", "mode": "async"})
+    assert response.status_code == 200, response.text
+    generation_id = response.json()["generationId"]
+
+    # The other process sees the slot taken, whatever the mode; so does the first.
+    assert_concurrency_429(generate(b, key, {"prompt": "too soon"}), limit=1)
+    with generate(b, key, {"prompt": "too soon", "mode": "stream"}, stream=True) as streamed:
+        assert_concurrency_429(streamed, limit=1)
+    assert_concurrency_429(generate(b, key, {"prompt": "too soon", "mode": "async"}), limit=1)
+    assert_concurrency_429(generate(a, key, {"prompt": "too soon"}), limit=1)
+    assert credits(b, key) == 9  # refusals charge nothing
+
+    data = settled(b, key, generation_id)
+    assert data["processingStatus"] == "completed"
+    # Freed at settlement, not when the lease runs out (5 s).
+    again = accepted_when_free(b, key, {"prompt": "my turn"}, timeout=2.0)
+    assert again.json()["remainingCredits"] == 8 == credits(a, key)
+
+
+def test_credits_are_exact_with_simultaneous_clients_on_both_processes(
+    deployment: Deployment,
+) -> None:
+    start, limit, clients = 13, 3, 16
+    key = deployment.create_account(credits=start, concurrency_limit=limit)
+    apis = deployment.apis
+    modes = ["sync", "stream", "async"]
+    barrier = threading.Barrier(clients)
+    statuses: list[int] = []
+    rejections: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> tuple[int, int]:
+        """Retry on 429 until served (200) or refused for credits (402)."""
+        api = apis[index % 2]
+        mode = modes[index % 3]
+        body = {"prompt": f"crowd {index}", "quantity": 2, "mode": mode}
+        barrier.wait(timeout=10)
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            response = generate(api, key, body, stream=mode == "stream")
+            with lock:
+                statuses.append(response.status_code)
+            if response.status_code == 429:
+                response.content  # noqa: B018 (read the body before the next try)
+                with lock:
+                    rejections.append(response)
+                time.sleep(0.1)  # client back-off between retries
+                continue
+            if response.status_code != 200:
+                return response.status_code, 0
+            if mode == "sync":
+                return 200, int(response.json()["creditsUsed"])
+            if mode == "stream":
+                with response:
+                    final = list(events(response))[-1]
+                assert final["type"] == "complete", final
+                return 200, int(final["data"]["creditsUsed"])
+            data = settled(apis[(index + 1) % 2], key, response.json()["generationId"])
+            assert data["processingStatus"] == "completed", data
+            return 200, int(data["creditsUsed"])
+        raise AssertionError(f"client {index} was neither served nor refused in time")
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        outcomes = list(pool.map(client, range(clients)))
+
+    assert set(statuses) <= {200, 402, 429}, sorted(set(statuses))
+    assert 429 in statuses and 402 in statuses
+    for response in rejections:
+        assert_concurrency_429(response, limit=limit)
+    served = [used for status, used in outcomes if status == 200]
+    assert served and all(used == 2 for used in served)
+    final = credits(apis[0], key)
+    assert final == credits(apis[1], key) == start - sum(served) >= 0
+    assert final < 2 and len(served) == start // 2  # everyone retried until refused
+
+    # Never more than `limit` generations of the account in progress at once.
+    rows = deployment.query(
+        "SELECT created_at, finished_at FROM generations WHERE account_id = %s",
+        deployment.account_ids[key],
+    )
+    assert len(rows) == len(served)
+    moments = sorted(
+        itertools.chain.from_iterable(((start_, 1), (end, -1)) for start_, end in rows),
+        key=lambda moment: (moment[0], moment[1]),
+    )
+    running = peak = 0
+    for _, step in moments:
+        running += step
+        peak = max(peak, running)
+    assert peak <= limit, rows
+
+
+# --- probes and the worker command -----------------------------------------------------
+
+
+def test_health_and_readiness_on_every_api_process(deployment: Deployment) -> None:
+    for api in deployment.apis:
+        health = requests.get(api.url("/healthz"), timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        ready = requests.get(api.url("/readyz"), timeout=10)
+        assert ready.status_code == 200, ready.text
+        body = ready.json()
+        assert body["status"] == "ok", body
+        assert body.get("database") == "up", body
+        assert body.get("redis", "up") == "up", body
+
+
+def test_worker_refuses_to_run_without_scale_out_settings(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BANANASTAND_")}
+    base["BANANASTAND_DATA_DIR"] = str(tmp_path / "data")
+
+    def worker(**settings: str) -> subprocess.CompletedProcess[str]:
+        env = {**base, **{f"BANANASTAND_{k.upper()}": v for k, v in settings.items()}}
+        return subprocess.run(
+            [sys.executable, "-m", "bananastand", "worker"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    embedded = worker()
+    assert embedded.returncode != 0
+    assert "scale-out" in embedded.stderr and "BANANASTAND_REDIS_URL" in embedded.stderr
+    assert "Traceback" not in embedded.stderr
+    assert "worker running" not in embedded.stdout
+
+    # Redis alone is not enough: the database must be one every process shares.
+    sqlite = worker(redis_url="redis://127.0.0.1:6379/0")
+    assert sqlite.returncode != 0
+    assert "PostgreSQL" in sqlite.stderr and "BANANASTAND_DATABASE_URL" in sqlite.stderr
+    assert "Traceback" not in sqlite.stderr
+    assert not (tmp_path / "data" / "bananastand.db").exists()
+
+
+# --- image URLs built by workers ------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: without BANANASTAND_PUBLIC_BASE_URL the stream's `complete` event carries "
+    "image URLs built by the worker from its own host:port (http://127.0.0.1:8000), which "
+    "no API process serves; sync and GET answer the API process's own URLs",
+)
+def test_stream_image_urls_without_a_public_base_url(deployment_factory: Any) -> None:  # noqa: F811
+    deployment = deployment_factory(apis=1, workers=1, public_base_url="")
+    (api,) = deployment.apis
+    key = deployment.demo_key
+    assert key
+    with generate(api, key, {"prompt": "where is my image", "mode": "stream"}, stream=True) as r:
+        assert r.status_code == 200, r.text
+        final = list(events(r))[-1]
+    assert final["type"] == "complete", final
+    (url,) = final["data"]["imageUrls"]
+    assert record(api, key, final["data"]["generationId"])["outputImageUrls"] == [url]
+    assert url.startswith(api.base_url + "/images/"), url
