@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +209,8 @@ async def states(api: Api, account_id: str) -> list[str]:
 
 # --- scale-out: PostgreSQL + Redis + a worker ------------------------------------------
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-_TEMPLATE = "bananastand_test_template"
+# One template per test session (sessions may run side by side on one machine).
+_TEMPLATE = f"bananastand_test_template_{os.getpid()}"
 
 
 def _pg_admin(sql: str) -> None:
@@ -219,7 +221,7 @@ def _pg_admin(sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> str:
+def pg_template() -> Iterator[str]:
     """A database migrated once per session; each test copies it (fast)."""
     import asyncio
 
@@ -238,7 +240,8 @@ def pg_template() -> str:
 
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, migrate()).result()
-    return _TEMPLATE
+    yield _TEMPLATE
+    _pg_admin(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
 
 
 def create_database(template: str) -> str:

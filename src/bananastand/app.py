@@ -10,7 +10,16 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from bananastand import __version__
-from bananastand.api import catalog, credits, errors, generate, health, images, schemas
+from bananastand.api import (
+    catalog,
+    credits,
+    errors,
+    generate,
+    health,
+    images,
+    openai_compat,
+    schemas,
+)
 from bananastand.api.limits import BodySizeLimit
 from bananastand.config import Settings
 from bananastand.metrics import RequestMetrics
@@ -46,7 +55,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     errors.install(app)
-    for module in (generate, catalog, credits, images, health):
+    for module in (generate, catalog, credits, images, health, openai_compat):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
