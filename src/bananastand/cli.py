@@ -418,6 +418,11 @@ def ledger(
         typer.echo(row)
 
 
+from bananastand.cli_client import register as _register_client  # noqa: E402
+
+_register_client(app)
+
+
 def main() -> None:
     app(prog_name="bananastand")
 
