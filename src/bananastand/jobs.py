@@ -28,6 +28,7 @@ class Dispatcher(Protocol):
     async def stop(self, *, grace_seconds: float = 10.0) -> None: ...
     async def dispatch(self, generation_id: str, mode: str) -> None: ...
     async def wait(self, generation_id: str) -> None: ...
+    async def cancel(self, generation_id: str) -> None: ...
 
 
 class Runner:
@@ -58,6 +59,12 @@ class Runner:
     def run_now(self, generation_id: str) -> None:
         self._track(generation_id)
         self._spawn(generation_id)
+
+    async def cancel(self, generation_id: str) -> None:
+        """Stop the generation's run if it is running here (it was settled already)."""
+        for task in self._tasks:
+            if task.get_name() == f"generation-{generation_id}":
+                task.cancel()
 
     def _spawn(self, generation_id: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self._run(generation_id), name=f"generation-{generation_id}")

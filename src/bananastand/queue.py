@@ -78,6 +78,14 @@ class QueueDispatcher:
         except AlreadyEnqueued:
             log.debug("generation %s already has a waiting job", generation_id)
 
+    async def cancel(self, generation_id: str) -> None:
+        """Abort the generation's job, waiting or running (it was settled already)."""
+        jobs = self.app.job_manager
+        for status in ("todo", "doing"):
+            for job in await jobs.list_jobs_async(lock=generation_id, status=status):
+                if job.id is not None:
+                    await jobs.cancel_job_by_id_async(job.id, abort=True)
+
     async def wait(self, generation_id: str) -> None:
         """Return once the generation is settled, wherever it runs."""
         assert self._follow is not None

@@ -31,7 +31,7 @@ from bananastand.catalog import Catalog, ModelSpec
 from bananastand.config import Settings
 from bananastand.db.models import Generation
 from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ProRequired, ServerBusy
-from bananastand.generations import TERMINAL, Generations, ImageFile, NewGeneration
+from bananastand.generations import TERMINAL, Generations, ImageFile, NewGeneration, Settled
 from bananastand.ids import new_id
 from bananastand.jobs import Dispatcher, Runner
 from bananastand.limits import RedisSlots
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("sync", "stream", "async")
 INTERRUPTED = "Interrupted: the server stopped before this generation finished"
+CANCELLED = "Cancelled by the client; refunded"
 LOST = "Interrupted too many times (the processes running it stopped); refunded"
 
 
@@ -374,6 +375,11 @@ class GenerationService:
             warning=warning,
             image_ttl=timedelta(seconds=self.settings.image_ttl_seconds),
         )
+        await self._after_settle(settled)
+
+    async def _after_settle(self, settled: Settled) -> None:
+        """Free the slot, count it, and tell followers: after every settlement."""
+        generation_id = settled.generation.id
         if self.slots is not None:
             try:
                 await self.slots.release(settled.generation.account_id, generation_id)
@@ -453,6 +459,26 @@ class GenerationService:
                 await self._settle(record.id, images=[], error=INTERRUPTED)
                 failed += 1
         return resumed, failed
+
+    async def cancel(self, generation_id: str, *, account_id: str) -> tuple[Generation, bool]:
+        """Stop a waiting or running generation of the account: it ends failed and
+        refunded at once (freeing its slot), then its work is stopped as soon as the
+        backend allows. Returns (record, whether anything changed)."""
+        record = await self.generations.get(generation_id, account_id=account_id)
+        if record.state in TERMINAL:
+            return record, False
+        settled = await self.generations.settle(
+            generation_id,
+            error=CANCELLED,
+            image_ttl=timedelta(seconds=self.settings.image_ttl_seconds),
+        )
+        await self._after_settle(settled)
+        if settled.changed:
+            try:
+                await self.dispatcher.cancel(generation_id)
+            except Exception:  # best effort: whatever it makes now is discarded anyway
+                log.warning("could not stop the work of cancelled %s", generation_id)
+        return await self.generations.get(generation_id), settled.changed
 
     async def fail(self, generation_id: str, message: str) -> None:
         """End a generation as failed and refunded (whoever runs it is gone)."""

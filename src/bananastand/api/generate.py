@@ -185,3 +185,22 @@ async def list_generations(
         "data": [record_view(record, signer) for record in records],
         "nextBefore": records[-1].id if len(records) == limit else None,
     }
+
+
+@router.delete(
+    "/generate",
+    summary="Cancel a waiting or running generation (extension)",
+    responses={200: {"model": schemas.GenerationEnvelope}, **schemas.errors(400, 401, 403, 404)},
+)
+async def cancel_generation(
+    caller: CurrentCaller,
+    services: ServicesDep,
+    id: str = Query(..., min_length=1, max_length=64, description="Generation id"),
+) -> dict[str, Any]:
+    record, changed = await services.generation.cancel(id, account_id=caller.account.id)
+    status = "cancelled" if changed else f"already {record.state}; nothing changed"
+    return {
+        "success": changed,
+        "message": f"Generation {status}",
+        "data": record_view(record, services.generation.signer),
+    }
