@@ -13,8 +13,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bananastand.db import Database
@@ -70,19 +72,23 @@ class Accounts:
         email = email.strip().lower()
         if not _EMAIL_SHAPE.match(email):
             raise InvalidRequest(f"Not an email address: {email!r}")
-        async with self.db.write() as session:
-            if await session.scalar(select(Account.id).where(Account.email == email)):
-                raise Conflict(f"An account with email {email} already exists")
-            account = Account(
-                id=new_id(),
+        try:
+            return await self._insert(
                 email=email,
                 display_name=display_name,
                 api_access=api_access,
                 is_pro=is_pro,
                 is_admin=is_admin,
                 concurrency_limit=concurrency_limit,
-                created_at=utcnow(),
             )
+        except IntegrityError:  # another process created it between check and insert
+            raise Conflict(f"An account with email {email} already exists") from None
+
+    async def _insert(self, *, email: str, **fields: Any) -> Account:
+        async with self.db.write() as session:
+            if await session.scalar(select(Account.id).where(Account.email == email)):
+                raise Conflict(f"An account with email {email} already exists")
+            account = Account(id=new_id(), email=email, created_at=utcnow(), **fields)
             session.add(account)
         return account
 

@@ -314,6 +314,17 @@ class Generations:
                 )
         return int(count or 0)
 
+    async def states_of(self, generation_ids: Sequence[str]) -> dict[str, str]:
+        if not generation_ids:
+            return {}
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(Generation.id, Generation.state).where(
+                    Generation.id.in_(list(generation_ids))
+                )
+            )
+            return {generation_id: state for generation_id, state in rows}
+
     async def is_settled(self, generation_id: str) -> bool:
         async with self.db.read() as session:
             state = await session.scalar(

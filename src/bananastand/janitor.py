@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import select, text
 
 from bananastand.db.models import Generation, utcnow
-from bananastand.generations import IN_PROGRESS
+from bananastand.generations import IN_PROGRESS, TERMINAL
 from bananastand.limits import RedisSlots
 from bananastand.queue import QueueDispatcher
 from bananastand.service import GenerationService
@@ -57,6 +57,15 @@ class Janitor:
             queued=[g.id for g in in_progress if g.state == "queued" and g.mode == "async"],
             queue_lease_seconds=self.settings.generation_max_age_seconds,
         )
+        # A generation may have started or settled (releasing its queue place or slot)
+        # between the read and the renewal: undo those, or someone waits for nothing.
+        now = await self.service.generations.states_of([g.id for g in in_progress])
+        for record in in_progress:
+            state = now.get(record.id)
+            if state in TERMINAL:
+                await self.slots.release(record.account_id, record.id)
+            elif state != "queued" and record.state == "queued":
+                await self.slots.dequeue(record.id)
         retried = await self.dispatcher.retry_stalled()
         expired = await self._expire(in_progress)
         orphans = await self._redispatch_orphans()

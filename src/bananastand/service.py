@@ -257,9 +257,8 @@ class GenerationService:
         """A generation's progress events, with the stream's guarantees: progress
         never goes down, and exactly one final event (`complete` or `error`) ends
         it. Yields None after each `idle_timeout` of silence (keep-alive time).
-        The database has the last word: if the progress channel fails (Redis
-        restarting) or goes quiet after the generation ended, the final event is
-        built from the record."""
+        The database has the last word: the final event is built from the record
+        (also when the progress channel fails, e.g. Redis restarting)."""
         progress = 0
         try:
             async for event in self.bus.subscribe(generation_id, idle_timeout=idle_timeout):
@@ -268,15 +267,17 @@ class GenerationService:
                         break
                     yield None
                     continue
+                if event.get("type") in FINAL_TYPES:
+                    break  # the final event is built here, from the record (below)
                 progress = max(progress, int(event.get("progress", 0)))
                 yield {**event, "progress": progress}
-                if event.get("type") in FINAL_TYPES:
-                    return
         except (OSError, RedisError):
             log.warning("progress of %s unavailable; following the database", generation_id)
         while not await self.generations.is_settled(generation_id):
             yield None
             await asyncio.sleep(idle_timeout)
+        # Built where the client is: image URLs come from this process's signer and
+        # public base URL, whichever process ran the generation.
         record = await self.generations.get(generation_id)
         async with self.generations.db.read() as session:
             balance = await balance_in(session, record.account_id)

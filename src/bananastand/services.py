@@ -138,7 +138,12 @@ class Services:
                 "`bananastand worker` is for scale-out: set BANANASTAND_REDIS_URL and a "
                 "PostgreSQL BANANASTAND_DATABASE_URL (the embedded server runs its own jobs)"
             )
-        if not self.settings.public_base_url and self.settings.host in ("0.0.0.0", "::"):  # noqa: S104
+        if self.settings.scale_out and not self.settings.public_base_url:
+            log.warning(
+                "scale-out without BANANASTAND_PUBLIC_BASE_URL: each process builds image URLs "
+                "from its own address; set it to the load balancer's address"
+            )
+        elif not self.settings.public_base_url and self.settings.host in ("0.0.0.0", "::"):  # noqa: S104
             log.warning(
                 "image URLs will point at %s; set BANANASTAND_PUBLIC_BASE_URL to the address "
                 "clients reach this server at",

@@ -101,7 +101,16 @@ def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
         return path.read_bytes().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a temporary name, then linked in: processes starting
+    # together agree on one secret and never read a half-written file.
+    tmp = data_dir / f".signing.key.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(secret)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        secret = path.read_bytes().strip()
+    finally:
+        tmp.unlink()
     return secret

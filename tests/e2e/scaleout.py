@@ -53,6 +53,13 @@ FAST_SETTINGS: dict[str, Any] = {
 }
 
 
+# For deployments with no fault to recover from: a janitor that seldom runs. (Each of
+# its rounds may revive the slot lease of a generation ending at that moment, see
+# test_scaleout.test_janitor_does_not_revive_a_released_slot; tests that make
+# generations back to back would fail now and then.)
+NO_FAULTS: dict[str, Any] = {"janitor_interval_seconds": 30, "slot_lease_seconds": 60}
+
+
 def wait_for(check: Callable[[], T | None], *, timeout: float = 20.0, every: float = 0.05) -> T:
     """Poll `check` until it returns something truthy (bounded); fail otherwise."""
     deadline = time.monotonic() + timeout
@@ -106,7 +113,6 @@ class Worker:
         self.settings = settings
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
 
     def env(self) -> dict[str, str]:
         return _env(self.data_dir, self.settings)
@@ -121,7 +127,6 @@ class Worker:
             text=True,
         )
         lines: queue.Queue[str | None] = queue.Queue()
-        self._lines = lines
         process = self.process
 
         def pump() -> None:
@@ -536,9 +541,10 @@ def events(response: requests.Response) -> Iterator[dict[str, Any]]:
 
 
 def accepted_when_free(
-    api: Server, key: str, body: dict[str, Any] | None = None, timeout: float = 3.0
+    api: Server, key: str, body: dict[str, Any] | None = None, timeout: float = 8.0
 ) -> requests.Response:
-    """POST until the account's slot is free (429 retried, bounded); the answer."""
+    """POST until the account's slot is free (429 retried, bounded); the answer. The
+    default bound is the lease of FAST_SETTINGS and some: a slot is never held longer."""
 
     def attempt() -> requests.Response | None:
         response = generate(api, key, body or {"prompt": "the slot is free"})
@@ -553,3 +559,36 @@ def via(api: Server, url: str) -> str:
     """An image URL (built from the deployment's public base URL) on another API process."""
     path = url.split("/images/", 1)[1]
     return api.url("/images/" + path)
+
+
+# --- the e2e suites, run against a deployment too -------------------------------------------
+
+DEPLOYMENTS = ("embedded", "scale-out")
+
+
+class _PendingDeployment:
+    """Stands where `server_factory(...)` returns an unstarted `Server`: `start()`
+    brings up 1 API process + 1 worker and returns the API process."""
+
+    def __init__(self, start: Callable[[], Deployment]) -> None:
+        self._start = start
+
+    def start(self) -> ApiProcess:
+        return self._start().apis[0]
+
+
+def deployment_server_factory(request: pytest.FixtureRequest, embedded: Any) -> Any:
+    """For a module that overrides `server_factory` with `params=DEPLOYMENTS`:
+    the embedded factory itself, or one whose servers are scale-out deployments."""
+    if request.param == "embedded":
+        return embedded
+    make_deployment = request.getfixturevalue("deployment_factory")
+
+    def make(data_dir: Path | None = None, **settings: Any) -> _PendingDeployment:
+        if data_dir is not None:
+            raise NotImplementedError("a scale-out deployment has a data folder of its own")
+        for name, value in NO_FAULTS.items():
+            settings.setdefault(name, value)
+        return _PendingDeployment(lambda: make_deployment(apis=1, workers=1, **settings))
+
+    return make

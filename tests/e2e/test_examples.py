@@ -14,13 +14,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from PIL import Image
 
 from tests.e2e.conftest import Server
+from tests.e2e.scaleout import (
+    DEPLOYMENTS,
+    deployment_factory,  # noqa: F401
+    deployment_server_factory,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def server_factory(request: pytest.FixtureRequest, server_factory: Any) -> Any:
+    """Each test that starts a server runs twice: against the embedded server, and
+    against a scale-out deployment (1 API process + 1 worker, PostgreSQL, Redis)."""
+    return deployment_server_factory(request, server_factory)
 
 
 def run_example(

@@ -227,7 +227,7 @@ def test_redis_restart_mid_generation(deployment_factory: Any, tmp_path: Path) -
         seen = len(worker.output)
         redis_server.kill()  # everything Redis held is gone: slots, queue, progress
         wait_for(lambda: requests.get(api.url("/readyz"), timeout=10).status_code == 503)
-        wait_for(lambda: "ConnectionError" in "".join(worker.output[seen:]), timeout=5)
+        wait_for(lambda: _noticed_outage("".join(worker.output[seen:])), timeout=5)
         redis_server.start()
         assert not redis_server.keys(slots)
         wait_for(lambda: requests.get(api.url("/readyz"), timeout=10).status_code == 200)
@@ -265,7 +265,7 @@ def test_redis_restart_mid_generation(deployment_factory: Any, tmp_path: Path) -
 
         # No slot stays taken (at worst a lease renewed just before the end runs out).
         for key in keys:
-            accepted_when_free(api, key, {"prompt": "after the storm", "mode": "async"}, timeout=8)
+            accepted_when_free(api, key, {"prompt": "after the storm", "mode": "async"})
     finally:
         redis_server.kill()
 
@@ -273,3 +273,8 @@ def test_redis_restart_mid_generation(deployment_factory: Any, tmp_path: Path) -
 def _running(deployment: Deployment) -> int:
     ((count,),) = deployment.query("SELECT count(*) FROM generations WHERE state = 'running'")
     return int(count)
+
+
+def _noticed_outage(log: str) -> bool:
+    """The worker's log shows it met the dead Redis (janitor round or publish)."""
+    return "ConnectionError" in log or "not published" in log

@@ -18,6 +18,11 @@ import requests
 from PIL import Image
 
 from tests.e2e.conftest import Server
+from tests.e2e.scaleout import (
+    DEPLOYMENTS,
+    deployment_factory,  # noqa: F401
+    deployment_server_factory,
+)
 
 T = TypeVar("T")
 
@@ -116,6 +121,13 @@ def final_event(response: requests.Response) -> dict[str, Any]:
     finals = [e for e in events if e["type"] in ("complete", "error")]
     assert len(finals) == 1 and finals[0] is events[-1], events
     return finals[0]
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def server_factory(request: pytest.FixtureRequest, server_factory: Any) -> Any:
+    """Each test that starts a server runs twice: against the embedded server, and
+    against a scale-out deployment (1 API process + 1 worker, PostgreSQL, Redis)."""
+    return deployment_server_factory(request, server_factory)
 
 
 @pytest.fixture(scope="module")

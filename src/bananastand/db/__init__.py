@@ -28,6 +28,7 @@ from bananastand.db.models import Base
 __all__ = ["Base", "Database"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x62616E61  # "bana": the advisory lock migrations hold on PostgreSQL
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
@@ -83,6 +84,9 @@ class Database:
         engine = create_async_engine(self.url)
         try:
             async with engine.begin() as conn:
+                if not self.is_sqlite:
+                    # Processes starting together take turns (SQLite locks the file itself).
+                    await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
                 await conn.run_sync(_upgrade)
         finally:
             await engine.dispose()
