@@ -10,6 +10,7 @@
     │   └── ProRequired              403 pro_required
     ├── NotFound                     404 not_found
     ├── Conflict                     409 conflict
+    │   └── IdempotencyConflict      409 idempotency_conflict
     ├── Gone                         410 expired
     ├── PayloadTooLarge              413 payload_too_large
     ├── ConcurrencyLimitExceeded     429 concurrency_limit
@@ -97,6 +98,13 @@ class Conflict(BananastandError):
     status = 409
     type = "conflict"
     default_message = "Conflict"
+
+
+class IdempotencyConflict(Conflict):
+    type = "idempotency_conflict"
+    default_message = (
+        "This Idempotency-Key was used with a different request body in the last 24 hours"
+    )
 
 
 class Gone(BananastandError):

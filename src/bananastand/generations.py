@@ -15,12 +15,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
 from bananastand.db import Database
-from bananastand.db.models import Generation, StoredImage, utcnow
-from bananastand.errors import ConcurrencyLimitExceeded, InsufficientCredits, NotFound, ServerBusy
+from bananastand.db.models import Generation, IdempotencyKey, StoredImage, utcnow
+from bananastand.errors import (
+    ConcurrencyLimitExceeded,
+    IdempotencyConflict,
+    InsufficientCredits,
+    NotFound,
+    ServerBusy,
+)
 
 IN_PROGRESS = ("queued", "running")
 TERMINAL = ("completed", "failed")
@@ -39,6 +46,8 @@ class NewGeneration:
     reference_urls: list[str]
     seed: int
     unit_cost: int
+    # (Idempotency-Key header, hash of the request) when the client sent one
+    idempotency: tuple[str, str] | None = None
 
     @property
     def total_cost(self) -> int:
@@ -62,6 +71,17 @@ class Settled:
     generation: Generation
     balance: int
     changed: bool  # False when the generation had already been settled
+
+
+class Replay(Exception):
+    """The request repeats an Idempotency-Key: answer with its generation."""
+
+    def __init__(self, generation_id: str) -> None:
+        super().__init__(generation_id)
+        self.generation_id = generation_id
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 # Estimates how many seconds a generation of `model` with `quantity` images takes.
@@ -93,6 +113,9 @@ class Generations:
         With `db_limits=False` the slots and the queue are Redis's (scale-out)."""
         async with self.db.write() as session:
             account = await lock_account(session, new.account_id)
+            if new.idempotency is not None:
+                # Under the account lock: of two requests with one key, one creates.
+                await _claim_idempotency(session, new)
             balance = await balance_in(session, account.id)
             if balance < new.total_cost:
                 raise InsufficientCredits(
@@ -314,6 +337,23 @@ class Generations:
                 )
         return int(count or 0)
 
+    async def replayed(self, account_id: str, key: str, request_hash: str) -> Generation | None:
+        """The generation an earlier request with this Idempotency-Key created
+        (within 24 h), or None; 409 when that request's body was different."""
+        async with self.db.read() as session:
+            row = await session.scalar(
+                select(IdempotencyKey).where(
+                    IdempotencyKey.account_id == account_id,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.created_at > utcnow() - IDEMPOTENCY_WINDOW,
+                )
+            )
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise IdempotencyConflict()
+        return await self.get(row.generation_id)
+
     async def states_of(self, generation_ids: Sequence[str]) -> dict[str, str]:
         if not generation_ids:
             return {}
@@ -359,3 +399,29 @@ class Generations:
                 .where(StoredImage.id.in_(list(image_ids)))
                 .values(deleted_at=utcnow())
             )
+
+
+async def _claim_idempotency(session: AsyncSession, new: NewGeneration) -> None:
+    assert new.idempotency is not None
+    key, request_hash = new.idempotency
+    existing = await session.scalar(
+        select(IdempotencyKey).where(
+            IdempotencyKey.account_id == new.account_id, IdempotencyKey.key == key
+        )
+    )
+    if existing is not None and existing.created_at > utcnow() - IDEMPOTENCY_WINDOW:
+        if existing.request_hash != request_hash:
+            raise IdempotencyConflict()
+        raise Replay(existing.generation_id)
+    if existing is not None:  # expired: the key may be used again
+        await session.delete(existing)
+        await session.flush()
+    session.add(
+        IdempotencyKey(
+            account_id=new.account_id,
+            key=key,
+            request_hash=request_hash,
+            generation_id=new.id,
+            created_at=utcnow(),
+        )
+    )

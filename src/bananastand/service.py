@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -31,7 +33,14 @@ from bananastand.catalog import Catalog, ModelSpec
 from bananastand.config import Settings
 from bananastand.db.models import Generation
 from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ProRequired, ServerBusy
-from bananastand.generations import TERMINAL, Generations, ImageFile, NewGeneration, Settled
+from bananastand.generations import (
+    TERMINAL,
+    Generations,
+    ImageFile,
+    NewGeneration,
+    Replay,
+    Settled,
+)
 from bananastand.ids import new_id
 from bananastand.jobs import Dispatcher, Runner
 from bananastand.limits import RedisSlots
@@ -78,6 +87,7 @@ class Prepared:
 class Submission:
     record: Generation
     balance: int
+    replayed: bool = False  # an Idempotency-Key repeat: nothing new was charged
 
 
 class DurationStats:
@@ -177,8 +187,39 @@ class GenerationService:
         seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
         return Prepared(model, prompt, mode, ratio, quantity, references, seed % 2**31)
 
-    async def submit(self, caller: Caller, params: GenerateParams) -> Submission:
+    async def submit(
+        self, caller: Caller, params: GenerateParams, *, idempotency_key: str | None = None
+    ) -> Submission:
+        """Admit and dispatch a generation. With an Idempotency-Key already used for the
+        same request in the last 24 h, answer with that generation instead."""
         prepared = self.prepare(params, is_pro=caller.account.is_pro)
+        idempotency = None
+        if idempotency_key is not None:
+            idempotency = (_check_idempotency_key(idempotency_key), _request_hash(params))
+            earlier = await self.generations.replayed(caller.account.id, *idempotency)
+            if earlier is not None:
+                return await self._replay(earlier.id)
+        try:
+            return await self._submit(caller, prepared, idempotency)
+        except Replay as replay:  # a request with the same key won the race
+            return await self._replay(replay.generation_id)
+
+    async def _replay(self, generation_id: str) -> Submission:
+        record = await self.generations.get(generation_id)
+        async with self.generations.db.read() as session:
+            balance = await balance_in(session, record.account_id)
+        return Submission(record, balance, replayed=True)
+
+    async def wait_settled(self, generation_id: str) -> None:
+        """Until the generation has ended, wherever and whenever it was started."""
+        await self.dispatcher.wait(generation_id)
+        if not await self.generations.is_settled(generation_id):
+            async for _event in self.follow(generation_id, idle_timeout=1.0):
+                pass
+
+    async def _submit(
+        self, caller: Caller, prepared: Prepared, idempotency: tuple[str, str] | None
+    ) -> Submission:
         references = (
             tuple(await self.fetcher.fetch_all(prepared.reference_urls))
             if prepared.reference_urls
@@ -196,6 +237,7 @@ class GenerationService:
             reference_urls=[_summarise(url) for url in prepared.reference_urls],
             seed=prepared.seed,
             unit_cost=prepared.model.unit_cost(len(references)),
+            idempotency=idempotency,
         )
         # Written before admission when the run may happen elsewhere or later (a
         # worker process, a queued job resumed after a restart).
@@ -504,6 +546,19 @@ def _clamp_quantity(value: float | int | None, maximum: int) -> int:
     if value >= maximum:  # also +Infinity (JSON 1e400): truncated, as the contract says
         return maximum
     return max(math.trunc(value), 1) if value >= 1 else 1
+
+
+def _check_idempotency_key(key: str) -> str:
+    key = key.strip()
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 printable characters")
+    return key
+
+
+def _request_hash(params: GenerateParams) -> str:
+    """The request as sent, canonically: the same body gives the same hash."""
+    canonical = json.dumps(dataclasses.asdict(params), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _summarise(url: str) -> str:

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import (
@@ -91,7 +91,9 @@ async def _parse(request: Request) -> GenerateRequest:
         **schemas.errors(400, 401, 402, 403, 413, 429, 502, 503),
     },
 )
-async def generate(request: Request, caller: CurrentCaller, services: ServicesDep) -> Any:
+async def generate(
+    request: Request, response: Response, caller: CurrentCaller, services: ServicesDep
+) -> Any:
     body = await _parse(request)
     service = services.generation
     submission = await service.submit(
@@ -105,8 +107,11 @@ async def generate(request: Request, caller: CurrentCaller, services: ServicesDe
             mode=body.mode,
             seed=body.seed,
         ),
+        idempotency_key=request.headers.get("idempotency-key"),
     )
     record = submission.record
+    replay_headers = {"Idempotent-Replayed": "true"} if submission.replayed else {}
+    response.headers.update(replay_headers)
     if record.mode == "async":
         return {
             "success": True,
@@ -125,10 +130,11 @@ async def generate(request: Request, caller: CurrentCaller, services: ServicesDe
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
                 "X-Generation-Id": record.id,
+                **replay_headers,
             },
         )
     # sync: the generation runs detached; a client that leaves does not stop it.
-    await service.dispatcher.wait(record.id)
+    await service.wait_settled(record.id)
     final = await service.generations.get(record.id)
     balance = await services.billing.balance(caller.account.id)
     if final.state == "failed":
