@@ -81,7 +81,9 @@ class Settings(BaseSettings):
         15.0, description="Interval of SSE keep-alive comments while a generation runs."
     )
     shutdown_grace_seconds: float = Field(
-        10.0, description="On shutdown, how long running generations may take to finish."
+        10.0,
+        description="On SIGTERM, how long open streams, sync requests and running "
+        "generations may take to finish (workers then hand back what is left).",
     )
     default_duration_seconds: float = Field(
         5.0,
