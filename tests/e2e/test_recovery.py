@@ -4,6 +4,7 @@ and the others are failed and refunded; no slot stays taken."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from typing import Any
@@ -129,3 +130,39 @@ def test_state_survives_a_clean_restart(server_factory: Any, tmp_path: Any) -> N
     ).json()["data"]
     assert data["processingStatus"] == "completed"
     assert _credits(second, key) == 99
+
+
+def test_sigterm_lets_open_sync_and_stream_requests_finish(
+    server_factory: Any, tmp_path: Any
+) -> None:
+    server = server_factory(
+        tmp_path / "data",
+        builtin_latency_seconds=1.5,
+        shutdown_grace_seconds=8,
+        default_concurrency_limit=2,
+    ).start()
+    key = server.demo_key
+    headers = {"Authorization": f"Bearer {key}"}
+    answers: dict[str, Any] = {}
+
+    def call(mode: str) -> None:
+        response = requests.post(
+            server.url("/api/v1/generate"),
+            json={"prompt": "finish me", "mode": mode},
+            headers=headers,
+            timeout=30,
+        )
+        answers[mode] = (response.status_code, response.text)
+
+    callers = [threading.Thread(target=call, args=(mode,)) for mode in ("sync", "stream")]
+    for caller in callers:
+        caller.start()
+    _wait_for(lambda: _credits(server, key) == 98)  # both accepted and running
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    for caller in callers:
+        caller.join(timeout=30)
+    # uvicorn re-raises the signal once it has shut down gracefully
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert answers["sync"][0] == 200 and '"success":true' in answers["sync"][1]
+    assert answers["stream"][0] == 200 and '"type":"complete"' in answers["stream"][1]
