@@ -54,6 +54,7 @@ async def test_full_queue_is_503_with_retry_after_and_charges_nothing(api_factor
     api = await api_factory(
         builtin_latency_seconds=30,
         async_workers=1,
+        worker_concurrency=1,  # scale-out: one generation at a time per worker process
         async_queue_size=1,
         default_duration_seconds=20,
     )
