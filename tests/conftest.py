@@ -3,7 +3,6 @@ with keys. End-to-end fixtures that start a real server live in `tests/e2e`."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -141,9 +140,9 @@ async def api_factory(
     yield build
     for worker, task in workers:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await worker.stop()
+        # Bounded: a worker cancelled while still starting up may not notice at once.
+        await asyncio.wait([task], timeout=10)
+        await asyncio.wait_for(worker.stop(), timeout=20)
     for api in started:
         await api.client.aclose()
         await api.services.stop()
