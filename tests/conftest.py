@@ -142,7 +142,10 @@ async def api_factory(
         task.cancel()
         # Bounded: a worker cancelled while still starting up may not notice at once.
         await asyncio.wait([task], timeout=10)
-        await asyncio.wait_for(worker.stop(), timeout=20)
+        try:
+            await asyncio.wait_for(worker.stop(), timeout=20)
+        except TimeoutError:  # a stuck shutdown must not fail the test that ran fine
+            print("warning: the in-process worker did not stop within 20 s")
     for api in started:
         await api.client.aclose()
         await api.services.stop()
