@@ -1,7 +1,8 @@
 # Bananastand — the two commands a new machine needs:
 #   make serve   set up and serve the API on the embedded default
 #   make test    set up and run the whole test suite (what CI runs); it needs the
-#                local PostgreSQL and Redis and starts them if they are down
+#                local PostgreSQL and Redis and starts them if they are down, and
+#                installs Debian's chromium for the console's browser tests
 
 PYTHON ?= python3
 VENV   := .venv
@@ -30,6 +31,7 @@ serve: $(STAMP)
 
 test: $(VENV)/.installed-test
 	scripts/services-up
+	scripts/browser-up
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

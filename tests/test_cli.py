@@ -79,3 +79,58 @@ def test_keys_are_printed_once_listed_by_prefix_and_revocable(run) -> None:  # t
     for _ in range(5):
         run("admin", "create-key", "dev@example.com")
     assert "at most 5" in run("admin", "create-key", "dev@example.com", ok=False).output
+
+
+def test_operator_actions_are_audited_and_a_password_opens_the_console(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from bananastand.config import Settings
+    from bananastand.services import Services
+
+    run("admin", "create-account", "ops@example.com", "--admin")
+    run("admin", "recharge", "ops@example.com", "10", "--credits", "10", "--note", "invoice 7")
+    run("admin", "grant", "ops@example.com", "5", "--reason", "goodwill")
+    run("admin", "deduct", "ops@example.com", "2", "--reason", "correction")
+    run("admin", "pro", "ops@example.com", "on")
+    run("admin", "set-limit", "ops@example.com", "3")
+    short = CliRunner().invoke(
+        app,
+        ["admin", "set-password", "ops@example.com"],
+        input="short\nshort\n",
+        env={"BANANASTAND_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert short.exit_code != 0 and "at least 8" in short.output
+    done = CliRunner().invoke(
+        app,
+        ["admin", "set-password", "ops@example.com"],
+        input="a long password\na long password\n",
+        env={"BANANASTAND_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert done.exit_code == 0, done.output
+    assert "a long password" not in done.output
+
+    async def check() -> None:
+        services = Services.build(Settings(_env_file=None, data_dir=tmp_path / "data"))  # type: ignore[call-arg]
+        await services.start("cli")
+        try:
+            log = await services.admin.audit_log()
+            actions = [(entry.actor, entry.action) for entry in reversed(log)]
+            assert actions == [
+                ("cli", "recharge"),
+                ("cli", "grant"),
+                ("cli", "deduct"),
+                ("cli", "update"),
+                ("cli", "update"),
+            ]
+            assert log[0].details == {"concurrency_limit": 3}
+            assert log[-1].details["note"] == "invoice 7"
+            token, signed = await services.console_auth.sign_in(
+                email="ops@example.com", password="a long password", ip="127.0.0.1"
+            )
+            assert signed.account.is_admin and token
+        finally:
+            await services.stop()
+
+    asyncio.run(check())

@@ -47,10 +47,11 @@ class CreatedKey:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling the API: an account with API access, through one key."""
+    """Who is asking for a generation: an account, through one API key (API calls)
+    or through a console session (the playground: `key_id` None)."""
 
     account: Account
-    key_id: str
+    key_id: str | None
 
 
 class Accounts:

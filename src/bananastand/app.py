@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from bananastand import __version__
+from bananastand import __version__, web
 from bananastand.api import (
     catalog,
     credits,
@@ -54,9 +54,10 @@ def create_app(
     app.state.services = services
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
-    errors.install(app)
+    errors.install(app, pages=web.error_page)
     for module in (generate, catalog, credits, images, health, openai_compat):
         app.include_router(module.router)
+    web.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

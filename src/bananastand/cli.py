@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from bananastand.config import Settings
-from bananastand.errors import BananastandError
+from bananastand.errors import BananastandError, InvalidRequest
 from bananastand.services import Services
 
 T = TypeVar("T")
@@ -69,7 +69,15 @@ def serve(
 
 def _announce(services: Services) -> None:
     base = services.settings.base_url
-    lines = [f"Bananastand is serving the Nano Banana API at {base}/api/v1"]
+    lines = [
+        f"Bananastand is serving the Nano Banana API at {base}/api/v1",
+        f"Web console: {base}/console"
+        + (
+            " (sign up there; the first account becomes an admin)"
+            if services.settings.console_signup and services.settings.console_first_account_admin
+            else ""
+        ),
+    ]
     if services.demo_key is not None:
         lines += [
             "",
@@ -252,9 +260,8 @@ def recharge(
     """Record a recharge: money paid and the credits it buys. Counts toward API access."""
 
     async def action(services: Services) -> str:
-        target = await services.accounts.get(account)
-        await services.billing.recharge(
-            target.id, money=amount, credits=credits, currency=currency, note=note
+        target = await services.admin.recharge(
+            "cli", account, money=amount, credits=credits, currency=currency, note=note
         )
         summary = await _describe(services)(await services.accounts.get(target.id))
         if currency and currency.upper() != services.settings.currency.upper():
@@ -277,7 +284,7 @@ def grant(
 
     async def action(services: Services) -> int:
         target = await services.accounts.get(account)
-        return await services.billing.grant(target.id, credits, reason=reason)
+        return await services.admin.adjust("cli", target.id, credits=credits, reason=reason)
 
     typer.echo(f"credits: {_run(action)}")
 
@@ -292,7 +299,9 @@ def deduct(
 
     async def action(services: Services) -> int:
         target = await services.accounts.get(account)
-        return await services.billing.deduct(target.id, credits, reason=reason)
+        if credits <= 0:
+            raise InvalidRequest("Credits to deduct must be positive")
+        return await services.admin.adjust("cli", target.id, credits=-credits, reason=reason)
 
     typer.echo(f"credits: {_run(action)}")
 
@@ -312,7 +321,7 @@ def api_access(account: str, state: Annotated[str, typer.Argument(help="on or of
 
     async def action(services: Services) -> str:
         return await _describe(services)(
-            await services.accounts.update(account, api_access=enabled)
+            await services.admin.update("cli", account, api_access=enabled)
         )
 
     typer.echo(_run(action))
@@ -324,7 +333,9 @@ def pro(account: str, state: Annotated[str, typer.Argument(help="on or off")]) -
     enabled = _switch(state)
 
     async def action(services: Services) -> str:
-        return await _describe(services)(await services.accounts.update(account, is_pro=enabled))
+        return await _describe(services)(
+            await services.admin.update("cli", account, is_pro=enabled)
+        )
 
     typer.echo(_run(action))
 
@@ -338,12 +349,36 @@ def set_limit(
 
     async def action(services: Services) -> str:
         if limit == "default":
-            updated = await services.accounts.update(account, reset_concurrency_limit=True)
+            updated = await services.admin.update("cli", account, reset_concurrency_limit=True)
         elif limit.isdigit():
-            updated = await services.accounts.update(account, concurrency_limit=int(limit))
+            updated = await services.admin.update("cli", account, concurrency_limit=int(limit))
         else:
             raise typer.BadParameter("a positive number or 'default'")
         return await _describe(services)(updated)
+
+    typer.echo(_run(action))
+
+
+@admin.command("set-password")
+def set_password(
+    account: str,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="BANANASTAND_NEW_PASSWORD",
+            help="Asked for when not given (or read from BANANASTAND_NEW_PASSWORD).",
+        ),
+    ],
+) -> None:
+    """Set an account's console password (signs out its console sessions)."""
+
+    async def action(services: Services) -> str:
+        target = await services.accounts.get(account)
+        await services.console_auth.set_password(target.id, password)
+        return f"password set for {target.email}"
 
     typer.echo(_run(action))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,28 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(
         3600.0, description="How often expired images are deleted from disk."
+    )
+
+    # --- stream previews (extension) ------------------------------------------
+    stream_previews: bool = Field(
+        True,
+        description="Stream-mode `status` events carry a small preview image "
+        "(`data.previewImage`) from backends that can make one (diffusers, OpenAI partial "
+        'images); a request turns them off with `"previews": false`.',
+    )
+    preview_max_side: int = Field(
+        256, ge=16, le=2048, description="Longest side of a stream preview, in pixels."
+    )
+    preview_every_steps: int = Field(
+        2,
+        ge=1,
+        description="A stream preview every this many denoising steps (diffusers); OpenAI "
+        "models send one per partial image.",
+    )
+    preview_format: str = Field(
+        "jpeg",
+        pattern="^(jpeg|webp|png)$",
+        description="Encoding of stream previews: `jpeg`, `webp` or `png`.",
     )
 
     # --- reference images ---------------------------------------------------
@@ -208,6 +231,48 @@ class Settings(BaseSettings):
     diffusers_max_batch: int = Field(4, ge=1, description="Most images in one pipeline call.")
     diffusers_device_concurrency: int = Field(
         1, ge=1, description="Pipeline calls running at once on one device."
+    )
+
+    # --- web console -----------------------------------------------------------------
+    console_signup: bool = Field(
+        True, description="Let anyone create an account on the console's sign-up page."
+    )
+    console_first_account_admin: bool = Field(
+        True,
+        description="The first account signed up while no admin exists becomes an admin.",
+    )
+    console_session_hours: float = Field(
+        168.0, gt=0, description="How long a console sign-in lasts, in hours."
+    )
+    console_login_max_failures: int = Field(
+        5, ge=1, description="Failed sign-ins per email (4x per address) before a pause."
+    )
+    console_login_window_seconds: float = Field(
+        900.0, gt=0, description="The window failed sign-ins are counted in, and the pause."
+    )
+    console_secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Mark console cookies `Secure`: `auto` when the request came over HTTPS "
+        "(behind a TLS proxy, let it send X-Forwarded-Proto).",
+    )
+
+    # --- webhooks (extension) ------------------------------------------------------
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long one webhook delivery attempt may take."
+    )
+    webhook_backoff_seconds: float = Field(
+        5.0, gt=0, description="Wait before the first webhook retry; doubles after each failure."
+    )
+    webhook_max_backoff_seconds: float = Field(
+        3600.0, gt=0, description="Longest wait between two webhook attempts."
+    )
+    webhook_max_age_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="A webhook not delivered this long after the generation ended is given up.",
+    )
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="How often each process looks for webhook retries that are due."
     )
 
     @field_validator("builtin_failure_rate")

@@ -14,6 +14,7 @@
     ├── Gone                         410 expired
     ├── PayloadTooLarge              413 payload_too_large
     ├── ConcurrencyLimitExceeded     429 concurrency_limit
+    ├── TooManyAttempts              429 too_many_attempts
     ├── GenerationFailed             502 generation_failed
     └── ServerBusy                   503 server_busy
 
@@ -133,6 +134,15 @@ class ConcurrencyLimitExceeded(BananastandError):
                 "X-RateLimit-Active": str(active),
             },
         )
+
+
+class TooManyAttempts(BananastandError):
+    status = 429
+    type = "too_many_attempts"
+    default_message = "Too many attempts; try again later"
+
+    def __init__(self, message: str | None = None, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class GenerationFailed(BananastandError):

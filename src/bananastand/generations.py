@@ -48,6 +48,7 @@ class NewGeneration:
     unit_cost: int
     # (Idempotency-Key header, hash of the request) when the client sent one
     idempotency: tuple[str, str] | None = None
+    callback_url: str | None = None  # webhook target, already vetted
 
     @property
     def total_cost(self) -> int:
@@ -163,6 +164,7 @@ class Generations:
                 aspect_ratio=new.aspect_ratio,
                 quantity=new.quantity,
                 reference_urls=new.reference_urls,
+                callback_url=new.callback_url,
                 seed=new.seed,
                 state="queued",
                 unit_cost=new.unit_cost,

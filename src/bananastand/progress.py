@@ -4,6 +4,11 @@
 channel that remembers its events, so a subscriber that arrives late (or
 reconnects) replays what it missed and then follows live. A channel closes
 after its final (`complete` or `error`) event and is forgotten shortly after.
+
+Every event has a sequence number, 1, 2, 3, … in the order it was published
+(here: its place in the channel; in Redis: the stream entry id `0-N`).
+Subscribers get `(seq, event)` pairs; the stream's `id:` lines and the
+`Last-Event-ID` of a reconnecting client are these numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Event = dict[str, Any]
+Numbered = tuple[int, Event]  # (sequence number, event)
 FINAL_TYPES = frozenset({"complete", "error"})
 _RETENTION_SECONDS = 60.0
 
@@ -56,15 +62,20 @@ class ProgressBus:
                 _RETENTION_SECONDS, self._channels.pop, generation_id, None
             )
 
+    async def final_seq(self, generation_id: str) -> int | None:
+        """The sequence number of the final event, if it was published and is remembered."""
+        channel = self._channels.get(generation_id)
+        return len(channel.events) if channel is not None and channel.closed else None
+
     async def subscribe(
-        self, generation_id: str, *, after: int = 0, idle_timeout: float | None = None
-    ) -> AsyncIterator[Event | None]:
-        """Yield events from index `after` on, until the final one. Yields `None`
-        whenever `idle_timeout` passes without an event (time for a keep-alive)."""
+        self, generation_id: str, *, idle_timeout: float | None = None
+    ) -> AsyncIterator[Numbered | None]:
+        """Yield every event, numbered, from the first until the final one. Yields
+        `None` whenever `idle_timeout` passes without an event (keep-alive time)."""
         channel = self._channels.get(generation_id)
         if channel is None:
             return
-        index = after
+        index = 0
         while True:
             async with channel.changed:
                 if index >= len(channel.events) and not channel.closed:
@@ -78,6 +89,6 @@ class ProgressBus:
                 continue
             for event in pending:
                 index += 1
-                yield event
+                yield index, event
             if channel.closed and index >= len(channel.events):
                 return

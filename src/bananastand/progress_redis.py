@@ -2,8 +2,13 @@
 generation that runs in any worker (scale-out).
 
 One stream per generation (`{prefix}:progress:{id}`), capped and expiring; a
-subscriber reads it from the start (or from event `after`) with blocking reads,
-so a late or reconnecting subscriber replays what it missed.
+subscriber reads it from the start with blocking reads, so a late or
+reconnecting subscriber replays what it missed.
+
+Entries are added with the id `0-*`: Redis numbers them `0-1`, `0-2`, … in
+order, whichever process publishes (a generation retried by another worker
+continues the count), so the sequence number of an event is its entry id's
+second part and survives trimming. (`<ms>-*` ids need Redis 7.0 or later.)
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from bananastand.progress import FINAL_TYPES, Event
+from bananastand.progress import FINAL_TYPES, Event, Numbered
 
 _RETENTION_SECONDS = 3600
 _MAX_EVENTS = 1000
@@ -33,18 +38,27 @@ class RedisProgressBus:
     async def publish(self, generation_id: str, event: Event) -> None:
         key = self._key(generation_id)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, {"e": json.dumps(event, separators=(",", ":"))}, maxlen=_MAX_EVENTS)
+            pipe.xadd(
+                key, {"e": json.dumps(event, separators=(",", ":"))}, id="0-*", maxlen=_MAX_EVENTS
+            )
             pipe.expire(key, _RETENTION_SECONDS)
             await pipe.execute()
 
+    async def final_seq(self, generation_id: str) -> int | None:
+        """The sequence number of the final event, if it was published and is kept."""
+        entries = await self.redis.xrevrange(self._key(generation_id), count=1)
+        if not entries:
+            return None
+        entry_id, fields = entries[0]
+        return _seq(entry_id) if _event(fields).get("type") in FINAL_TYPES else None
+
     async def subscribe(
-        self, generation_id: str, *, after: int = 0, idle_timeout: float | None = None
-    ) -> AsyncIterator[Event | None]:
-        """Yield events from index `after` on, until the final one; `None` after
-        each `idle_timeout` without news (time for a keep-alive, or a check)."""
+        self, generation_id: str, *, idle_timeout: float | None = None
+    ) -> AsyncIterator[Numbered | None]:
+        """Yield every event, numbered, from the first until the final one; `None`
+        after each `idle_timeout` without news (time for a keep-alive, or a check)."""
         key = self._key(generation_id)
-        last_id = "0-0"
-        seen = 0
+        last_id: bytes | str = "0-0"
         block_ms = int((idle_timeout or 30.0) * 1000)
         while True:
             answer = await self.redis.xread({key: last_id}, count=100, block=block_ms)
@@ -53,10 +67,18 @@ class RedisProgressBus:
                 continue
             for entry_id, fields in answer[0][1]:
                 last_id = entry_id
-                seen += 1
-                if seen <= after:
-                    continue
-                event: Event = json.loads(fields[b"e"] if b"e" in fields else fields["e"])
-                yield event
+                event = _event(fields)
+                yield _seq(entry_id), event
                 if event.get("type") in FINAL_TYPES:
                     return
+
+
+def _seq(entry_id: bytes | str) -> int:
+    """`0-7` -> 7."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.rpartition("-")[2])
+
+
+def _event(fields: dict[bytes | str, bytes | str]) -> Event:
+    raw = fields[b"e"] if b"e" in fields else fields["e"]
+    return json.loads(raw)  # type: ignore[no-any-return]

@@ -134,7 +134,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-def _parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+def parse_networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
@@ -319,6 +319,45 @@ class _PinnedTransport(httpx.AsyncBaseTransport):
 # Image validation
 
 
+def pinned_transport(allowed: Iterable[IPNetwork] = ()) -> httpx.AsyncBaseTransport:
+    """An httpx transport that only ever connects to vetted public addresses."""
+    ssl_context = httpx.create_ssl_context(trust_env=False)
+    return _PinnedTransport(PinnedNetworkBackend(allowed), ssl_context)
+
+
+def checked_url(
+    url: str | httpx.URL, label: str, allowed: Iterable[IPNetwork] = (), *, redirect: bool = False
+) -> httpx.URL:
+    """An http(s) URL with a host that is not a literal private address; else a clear
+    InvalidRequest naming `label`. Host names are vetted when connecting."""
+    where = "redirects to" if redirect else "is"
+    if isinstance(url, str):
+        if len(url) > _MAX_URL_LENGTH:
+            raise InvalidRequest(f"{label}: URL is too long")
+        try:
+            url = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            raise InvalidRequest(f"{label}: {where} an invalid URL") from exc
+    if url.scheme not in ("http", "https"):
+        raise InvalidRequest(
+            f"{label}: {where} an unsupported URL; use http, https or "
+            "data:image/<type>;base64,<data>"
+            if label.startswith("reference")
+            else f"{label}: {where} an unsupported URL; use http or https"
+        )
+    if not url.host:
+        raise InvalidRequest(f"{label}: {where} a URL without a host")
+    # Literal IPs are refused here, before any transport is involved. Names (and the
+    # odd spellings of IPs that only the resolver understands) are checked at connect.
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(url.host)
+    except ValueError:
+        literal = None
+    if literal is not None and is_blocked_address(literal, allowed):
+        raise InvalidRequest(f"{label}: points to a private or local address")
+    return url
+
+
 class _ImageProblem(Exception):
     """A client-safe reason the bytes are not an acceptable image."""
 
@@ -376,10 +415,9 @@ class ReferenceFetcher:
         self, policy: FetchPolicy, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._policy = policy
-        self._allowed = _parse_networks(policy.allowed_networks)
+        self._allowed = parse_networks(policy.allowed_networks)
         if transport is None:
-            ssl_context = httpx.create_ssl_context(trust_env=False)
-            transport = _PinnedTransport(PinnedNetworkBackend(self._allowed), ssl_context)
+            transport = pinned_transport(self._allowed)
         timeout = policy.timeout_seconds
         self._client = httpx.AsyncClient(
             transport=transport,
@@ -477,30 +515,7 @@ class ReferenceFetcher:
         return InvalidRequest(f"{label}: is larger than the {self._policy.max_bytes}-byte limit")
 
     def _checked_url(self, url: str | httpx.URL, label: str, *, redirect: bool) -> httpx.URL:
-        where = "redirects to" if redirect else "is"
-        if isinstance(url, str):
-            if len(url) > _MAX_URL_LENGTH:
-                raise InvalidRequest(f"{label}: URL is too long")
-            try:
-                url = httpx.URL(url)
-            except (httpx.InvalidURL, ValueError, TypeError) as exc:
-                raise InvalidRequest(f"{label}: {where} an invalid URL") from exc
-        if url.scheme not in ("http", "https"):
-            raise InvalidRequest(
-                f"{label}: {where} an unsupported URL; use http, https or "
-                "data:image/<type>;base64,<data>"
-            )
-        if not url.host:
-            raise InvalidRequest(f"{label}: {where} a URL without a host")
-        # Literal IPs are refused here, before any transport is involved. Names (and the
-        # odd spellings of IPs that only the resolver understands) are checked at connect.
-        try:
-            literal: IPAddress | None = ipaddress.ip_address(url.host)
-        except ValueError:
-            literal = None
-        if literal is not None and is_blocked_address(literal, self._allowed):
-            raise InvalidRequest(f"{label}: points to a private or local address")
-        return url
+        return checked_url(url, label, self._allowed, redirect=redirect)
 
     async def _download(self, url: str, label: str) -> bytes:
         target = self._checked_url(url, label, redirect=False)

@@ -26,7 +26,7 @@ from typing import Any
 from PIL import Image
 from redis.exceptions import RedisError
 
-from bananastand import metrics
+from bananastand import metrics, previews
 from bananastand.accounts import Caller
 from bananastand.billing import balance_in
 from bananastand.catalog import Catalog, ModelSpec
@@ -44,12 +44,19 @@ from bananastand.generations import (
 from bananastand.ids import new_id
 from bananastand.jobs import Dispatcher, Runner
 from bananastand.limits import RedisSlots
-from bananastand.progress import FINAL_TYPES, ProgressBus
+from bananastand.progress import FINAL_TYPES, Event, Numbered, ProgressBus
 from bananastand.progress_redis import RedisProgressBus
-from bananastand.providers import ImageRequest, Provider, ProviderError, ReferenceImage
+from bananastand.providers import (
+    ImageRequest,
+    Previews,
+    Provider,
+    ProviderError,
+    ReferenceImage,
+)
 from bananastand.references import ReferenceFetcher
 from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key
-from bananastand.views import final_event
+from bananastand.views import final_event, record_view
+from bananastand.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ class GenerateParams:
     quantity: float | int | None = None
     mode: str | None = None
     seed: int | None = None
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class Prepared:
     quantity: int
     reference_urls: list[str]
     seed: int
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,9 @@ class GenerationService:
         durations: DurationStats,
         slots: RedisSlots | None = None,
         dispatcher: Callable[[Callable[[str], Awaitable[None]]], Dispatcher] | None = None,
+        webhooks: Webhooks | None = None,
     ) -> None:
+        self.webhooks = webhooks
         self.settings = settings
         self.catalog = catalog
         self.providers = providers
@@ -138,6 +149,9 @@ class GenerationService:
             else Runner(self.execute, workers=settings.async_workers)
         )
         self._references: dict[str, tuple[ReferenceImage, ...]] = {}
+        # Embedded only: stream generations whose client turned previews off (the run
+        # happens in this process; in scale-out, followers leave the previews out).
+        self._no_previews: set[str] = set()
 
     # --- accepting ---------------------------------------------------------
     def prepare(self, params: GenerateParams, *, is_pro: bool) -> Prepared:
@@ -185,13 +199,24 @@ class GenerationService:
         if model.streaming:
             quantity = 1
         seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
-        return Prepared(model, prompt, mode, ratio, quantity, references, seed % 2**31)
+        if params.callback_url is not None and not isinstance(params.callback_url, str):
+            raise InvalidRequest("callbackUrl must be a URL string")
+        return Prepared(
+            model, prompt, mode, ratio, quantity, references, seed % 2**31, params.callback_url
+        )
 
     async def submit(
-        self, caller: Caller, params: GenerateParams, *, idempotency_key: str | None = None
+        self,
+        caller: Caller,
+        params: GenerateParams,
+        *,
+        idempotency_key: str | None = None,
+        previews: bool = True,
     ) -> Submission:
         """Admit and dispatch a generation. With an Idempotency-Key already used for the
-        same request in the last 24 h, answer with that generation instead."""
+        same request in the last 24 h, answer with that generation instead.
+        `previews=False`: the client wants no stream previews (none are made when
+        the run happens in this process)."""
         prepared = self.prepare(params, is_pro=caller.account.is_pro)
         idempotency = None
         if idempotency_key is not None:
@@ -200,7 +225,7 @@ class GenerationService:
             if earlier is not None:
                 return await self._replay(earlier.id)
         try:
-            return await self._submit(caller, prepared, idempotency)
+            return await self._submit(caller, prepared, idempotency, previews=previews)
         except Replay as replay:  # a request with the same key won the race
             return await self._replay(replay.generation_id)
 
@@ -218,8 +243,18 @@ class GenerationService:
                 pass
 
     async def _submit(
-        self, caller: Caller, prepared: Prepared, idempotency: tuple[str, str] | None
+        self,
+        caller: Caller,
+        prepared: Prepared,
+        idempotency: tuple[str, str] | None,
+        *,
+        previews: bool = True,
     ) -> Submission:
+        callback_url = None
+        if prepared.callback_url is not None:
+            if self.webhooks is None:
+                raise InvalidRequest("callbackUrl: webhooks are not available on this server")
+            callback_url = await self.webhooks.check_url(prepared.callback_url)
         references = (
             tuple(await self.fetcher.fetch_all(prepared.reference_urls))
             if prepared.reference_urls
@@ -236,6 +271,7 @@ class GenerationService:
             quantity=prepared.quantity,
             reference_urls=[_summarise(url) for url in prepared.reference_urls],
             seed=prepared.seed,
+            callback_url=callback_url,
             unit_cost=prepared.model.unit_cost(len(references)),
             idempotency=idempotency,
         )
@@ -265,6 +301,8 @@ class GenerationService:
         metrics.CREDITS.labels("charged").inc(record.credits_charged)
         self._references[record.id] = references
         self.bus.open(record.id)
+        if not previews and record.mode == "stream" and self.slots is None:
+            self._no_previews.add(record.id)
         await self.dispatcher.dispatch(record.id, record.mode)
         return Submission(record, balance)
 
@@ -294,27 +332,47 @@ class GenerationService:
 
     # --- following ---------------------------------------------------------------
     async def follow(
-        self, generation_id: str, *, idle_timeout: float
-    ) -> AsyncIterator[dict[str, Any] | None]:
-        """A generation's progress events, with the stream's guarantees: progress
-        never goes down, and exactly one final event (`complete` or `error`) ends
-        it. Yields None after each `idle_timeout` of silence (keep-alive time).
-        The database has the last word: the final event is built from the record
-        (also when the progress channel fails, e.g. Redis restarting)."""
+        self,
+        generation_id: str,
+        *,
+        idle_timeout: float,
+        after: int | None = None,
+        previews: bool = True,
+    ) -> AsyncIterator[Numbered | None]:
+        """A generation's progress events, numbered `(seq, event)`, with the stream's
+        guarantees: progress never goes down, and exactly one final event (`complete`
+        or `error`) ends it. Yields None after each `idle_timeout` of silence
+        (keep-alive time). The database has the last word: the final event is built
+        from the record (also when the progress channel fails, e.g. Redis restarting).
+
+        `after` resumes a dropped stream (the client's `Last-Event-ID`): only events
+        numbered above it come, and nothing at all once the client had the final one.
+        `previews=False` leaves previews (`data.previewImage`) out of status events."""
         progress = 0
+        last = after or 0  # the highest number this client has
+        final_seq: int | None = None
         try:
-            async for event in self.bus.subscribe(generation_id, idle_timeout=idle_timeout):
-                if event is None:
+            async for item in self.bus.subscribe(generation_id, idle_timeout=idle_timeout):
+                if item is None:
                     if await self.generations.is_settled(generation_id):
                         break
                     yield None
                     continue
+                seq, event = item
                 if event.get("type") in FINAL_TYPES:
+                    final_seq = seq
                     break  # the final event is built here, from the record (below)
+                # Earlier events count for the floor even when the client has them.
                 progress = max(progress, int(event.get("progress", 0)))
-                yield {**event, "progress": progress}
+                if seq <= last:
+                    continue
+                last = seq
+                event = {**event, "progress": progress}
+                yield seq, (event if previews else _without_preview(event))
         except (OSError, RedisError):
             log.warning("progress of %s unavailable; following the database", generation_id)
+        if final_seq is not None and after is not None and final_seq <= after:
+            return  # a reconnect from a client that had the final event already
         while not await self.generations.is_settled(generation_id):
             yield None
             await asyncio.sleep(idle_timeout)
@@ -323,11 +381,27 @@ class GenerationService:
         record = await self.generations.get(generation_id)
         async with self.generations.db.read() as session:
             balance = await balance_in(session, record.account_id)
-        yield final_event(record, balance, self.signer)
+        # Numbered as the channel numbered it; without it (the channel failed, or
+        # forgot the generation), right after the last event this client has.
+        seq = final_seq if final_seq is not None else last + 1
+        yield seq, final_event(record, balance, self.signer)
+
+    async def stream_delivered(self, generation_id: str, *, after: int) -> bool:
+        """Whether a client whose last event is `after` has had the final event
+        (known while the progress channel remembers the generation)."""
+        if not await self.generations.is_settled(generation_id):
+            return False
+        try:
+            final_seq = await self.bus.final_seq(generation_id)
+        except (OSError, RedisError):
+            return False
+        return final_seq is not None and after >= final_seq
 
     # --- running -------------------------------------------------------------
     async def execute(self, generation_id: str) -> None:
         """Run one admitted generation to its settlement."""
+        wants_previews = generation_id not in self._no_previews
+        self._no_previews.discard(generation_id)
         if self.slots is not None:
             with contextlib.suppress(OSError, RedisError):  # the janitor tidies up later
                 await self.slots.dequeue(generation_id)  # no longer waiting
@@ -347,10 +421,22 @@ class GenerationService:
             model = self.catalog.get(record.model)
             provider = self.providers[model.backend]
             references = await self._load_references(record)
+            asked = self._previews(record) if wants_previews else None
 
-            async def progress(fraction: float, message: str) -> None:
+            async def progress(
+                fraction: float, message: str, /, *, preview: Image.Image | None = None
+            ) -> None:
                 fraction = min(max(fraction, 0.0), 1.0)
-                await self._publish(record.id, "status", message, 5 + int(fraction * 85))
+                event: Event = {
+                    "type": "status",
+                    "message": message,
+                    "progress": 5 + int(fraction * 85),
+                }
+                if preview is not None and asked is not None:
+                    url = await self._preview_url(record.id, preview)
+                    if url is not None:
+                        event["data"] = {"previewImage": url}
+                await self._publish_event(record.id, event)
 
             request = ImageRequest(
                 prompt=record.prompt,
@@ -361,6 +447,7 @@ class GenerationService:
                 references=references,
                 options=dict(model.options),
                 deadline=time.monotonic() + model.timeout_seconds,
+                previews=asked,
             )
             began = time.perf_counter()
             try:
@@ -403,6 +490,25 @@ class GenerationService:
             if record.reference_urls and (await self.generations.get(record.id)).state in TERMINAL:
                 await self._drop_references(record.id, len(record.reference_urls))
 
+    def _previews(self, record: Generation) -> Previews | None:
+        """What to ask of the backend: previews for someone watching a stream."""
+        if record.mode != "stream" or not self.settings.stream_previews:
+            return None
+        return Previews(every_steps=self.settings.preview_every_steps)
+
+    async def _preview_url(self, generation_id: str, image: Image.Image) -> str | None:
+        """A backend's preview as a small data URL; a preview that fails is skipped."""
+        try:
+            return await asyncio.to_thread(
+                previews.data_url,
+                image,
+                max_side=self.settings.preview_max_side,
+                fmt=self.settings.preview_format,
+            )
+        except Exception:
+            log.debug("generation %s: a preview could not be encoded", generation_id, exc_info=True)
+            return None
+
     async def _settle(
         self,
         generation_id: str,
@@ -440,6 +546,21 @@ class GenerationService:
             await self._publish_event(
                 generation_id, final_event(settled.generation, settled.balance, self.signer)
             )
+            if record.callback_url and self.webhooks is not None:
+                await self._call_back(record)
+
+    async def _call_back(self, record: Generation) -> None:
+        """Queue the webhook; its delivery runs elsewhere and never holds this up."""
+        assert self.webhooks is not None and record.callback_url
+        try:
+            await self.webhooks.enqueue(
+                account_id=record.account_id,
+                generation_id=record.id,
+                url=record.callback_url,
+                payload={"data": record_view(record, self.signer)},
+            )
+        except Exception:  # the generation is settled whatever happens to its webhook
+            log.exception("could not queue the webhook of %s", record.id)
 
     async def _publish(self, generation_id: str, kind: str, message: str, progress: int) -> None:
         await self._publish_event(
@@ -559,6 +680,16 @@ def _request_hash(params: GenerateParams) -> str:
     """The request as sent, canonically: the same body gives the same hash."""
     canonical = json.dumps(dataclasses.asdict(params), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _without_preview(event: Event) -> Event:
+    """The event as it would be with previews off (no `data` if only a preview)."""
+    data = event.get("data")
+    if not isinstance(data, dict) or "previewImage" not in data:
+        return event
+    rest = {key: value for key, value in data.items() if key != "previewImage"}
+    event = {key: value for key, value in event.items() if key != "data"}
+    return {**event, "data": rest} if rest else event
 
 
 def _summarise(url: str) -> str:

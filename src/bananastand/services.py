@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 
 from bananastand.accounts import Accounts, CreatedKey
+from bananastand.admin import Administration
 from bananastand.billing import Billing
 from bananastand.catalog import Catalog, ModelSpec, load_entries
 from bananastand.config import Settings
+from bananastand.console_auth import ConsoleAuth
 from bananastand.db import Database
 from bananastand.errors import Conflict
 from bananastand.generations import Generations
@@ -34,6 +36,7 @@ from bananastand.providers import Provider, build_providers
 from bananastand.references import FetchPolicy, ReferenceFetcher
 from bananastand.service import DurationStats, GenerationService
 from bananastand.storage import LocalStorage, UrlSigner, load_or_create_secret
+from bananastand.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from bananastand.janitor import Janitor
@@ -54,6 +57,9 @@ class Services:
     providers: dict[str, Provider]
     unusable: dict[str, str]
     generation: GenerationService
+    console_auth: ConsoleAuth
+    admin: Administration
+    webhooks: Webhooks
     redis: Redis | None = None
     janitor: Janitor | None = None
     demo_key: CreatedKey | None = None
@@ -97,6 +103,15 @@ class Services:
             def dispatcher(execute):  # type: ignore[no-untyped-def]
                 return QueueDispatcher(settings, execute)
 
+        webhooks = Webhooks(
+            db,
+            allowed_networks=settings.reference_allowed_networks,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            backoff_seconds=settings.webhook_backoff_seconds,
+            max_backoff_seconds=settings.webhook_max_backoff_seconds,
+            max_age_seconds=settings.webhook_max_age_seconds,
+            poll_seconds=settings.webhook_poll_seconds,
+        )
         service = GenerationService(
             settings=settings,
             catalog=catalog,
@@ -109,16 +124,28 @@ class Services:
             durations=durations,
             slots=slots,
             dispatcher=dispatcher,
+            webhooks=webhooks,
         )
         if settings.scale_out:
             service.dispatcher.follow(service.follow)  # type: ignore[attr-defined]
+        accounts = Accounts(db, max_keys=settings.max_keys_per_account)
+        billing = Billing(db, threshold=settings.api_access_threshold, currency=settings.currency)
         return cls(
             settings=settings,
             db=db,
-            accounts=Accounts(db, max_keys=settings.max_keys_per_account),
-            billing=Billing(
-                db, threshold=settings.api_access_threshold, currency=settings.currency
+            accounts=accounts,
+            billing=billing,
+            console_auth=ConsoleAuth(
+                db,
+                accounts,
+                session_seconds=settings.console_session_hours * 3600,
+                max_failures=settings.console_login_max_failures,
+                window_seconds=settings.console_login_window_seconds,
+                signup_open=settings.console_signup,
+                first_account_admin=settings.console_first_account_admin,
             ),
+            admin=Administration(db, accounts, billing),
+            webhooks=webhooks,
             catalog=catalog,
             entries=entries,
             providers=providers,
@@ -164,6 +191,8 @@ class Services:
             with contextlib.suppress(Conflict):  # another API process was first
                 self.demo_key = await self.create_demo_account()
         await self.generation.dispatcher.start()
+        # Every process that settles generations also delivers their webhooks.
+        self._background.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))
         if not self.settings.scale_out:
             resumed, failed = await self.generation.recover()
             if resumed or failed:
@@ -228,6 +257,7 @@ class Services:
                 grace_seconds=self.settings.shutdown_grace_seconds
             )
         await self.generation.fetcher.aclose()
+        await self.webhooks.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         if self.redis is not None:

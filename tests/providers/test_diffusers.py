@@ -8,6 +8,7 @@ The batcher is also tested on its own with a fake run function.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import os
@@ -20,7 +21,8 @@ import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image, ImageChops, ImageStat
 
-from bananastand.providers import ProviderError, Unusable
+from bananastand.api import schemas
+from bananastand.providers import ProviderError, Unusable, diffusers_pipeline
 from bananastand.providers.base import ReferenceImage
 from bananastand.providers.batching import Batcher, BatcherClosed, Job
 from bananastand.providers.diffusers_local import (
@@ -38,7 +40,15 @@ from bananastand.providers.diffusers_pipeline import (
     collect_results,
     resolve_device,
 )
-from tests.conftest import Api, ApiFactory, Key, data_url, parse_sse, png_bytes
+from tests.conftest import (
+    BOTH_DEPLOYMENTS,
+    Api,
+    ApiFactory,
+    Key,
+    data_url,
+    parse_sse,
+    png_bytes,
+)
 from tests.providers.tiny_pipeline import build_tiny_pipeline
 
 MODEL = "tiny-sd"
@@ -325,6 +335,109 @@ async def test_image_to_image_takes_the_requested_aspect_ratio(api: Api) -> None
     [data] = await images_of(api, body)
     assert Image.open(io.BytesIO(data)).size == (88, 48)
     assert provider_of(api).stats.calls_by_mode == {IMAGE_TO_IMAGE: 1}
+
+
+# --- stream previews --------------------------------------------------------------------------
+def previews_of(events: list[dict[str, Any]]) -> dict[str, Image.Image]:
+    """Status message -> the preview it carried (decoded); checks the data URLs."""
+    found = {}
+    for event in events:
+        schemas.StreamEvent.model_validate(event, strict=True)
+        if event["type"] == "status" and "data" in event:
+            assert list(event["data"]) == ["previewImage"]
+            url = event["data"]["previewImage"]
+            assert url.startswith("data:image/jpeg;base64,"), url[:40]
+            image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+            assert image.format == "JPEG"
+            found[event["message"]] = image
+    return found
+
+
+async def test_stream_previews_show_the_latents_every_n_steps_but_the_last(
+    api_factory: ApiFactory, tmp_path: Path, tiny_pipeline: Path
+) -> None:
+    every_step = await build(api_factory, tmp_path, tiny_pipeline, preview_every_steps=1)
+    key = await every_step.account(credits=5)
+    body = await generate_ok(
+        every_step, key, prompt="a koi pond", mode="stream", aspectRatio="16:9"
+    )
+    previews = previews_of(body["events"])
+    assert list(previews) == [f"Denoising step 1 of {STEPS}"]  # not the last step
+    # The request's own latents: the tiny VAE halves each side of the 88x48 image.
+    assert previews[f"Denoising step 1 of {STEPS}"].size == (44, 24)
+
+    every_other = await build(api_factory, tmp_path, tiny_pipeline)  # the default: 2
+    key = await every_other.account(credits=5)
+    reference = data_url(png_bytes((64, 64), (200, 30, 30)))
+    body = await generate_ok(
+        every_other, key, prompt="a cat", mode="stream", referenceImageUrls=[reference]
+    )
+    previews = previews_of(body["events"])
+    assert list(previews) == [f"Denoising step 2 of {I2I_RUN}"]
+    assert previews[f"Denoising step 2 of {I2I_RUN}"].size == (32, 32)
+
+
+async def test_no_previews_are_made_unless_someone_watches_a_stream(
+    api_factory: ApiFactory,
+    tmp_path: Path,
+    tiny_pipeline: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[torch.Tensor] = []
+    original = diffusers_pipeline.latent_preview
+
+    def counting(latent: torch.Tensor) -> Image.Image:
+        made.append(latent)
+        return original(latent)
+
+    monkeypatch.setattr(diffusers_pipeline, "latent_preview", counting)
+    api = await build(api_factory, tmp_path, tiny_pipeline, preview_every_steps=1)
+    key = await api.account(credits=10)
+    body = await generate_ok(api, key, prompt="a fox", mode="stream", previews=False)
+    assert previews_of(body["events"]) == {}
+    await generate_ok(api, key, prompt="a fox", mode="sync")
+    accepted = await generate_ok(api, key, prompt="a fox", mode="async")
+    await api.wait_settled(key, accepted["generationId"])
+    followed = await api.client.get(
+        "/api/v1/generate/stream", params={"id": accepted["generationId"]}, headers=key.headers
+    )
+    assert previews_of(parse_sse(followed.text)[0]) == {}
+    assert made == []  # none was even computed
+    # Previews are on by default; the setting turns them off for everyone.
+    body = await generate_ok(api, key, prompt="a fox", mode="stream")
+    assert len(previews_of(body["events"])) == 1
+    assert len(made) == 1
+    off = await build(api_factory, tmp_path, tiny_pipeline, stream_previews=False)
+    key = await off.account(credits=5)
+    body = await generate_ok(off, key, prompt="a fox", mode="stream")
+    assert previews_of(body["events"]) == {}
+    assert len(made) == 1
+
+
+@BOTH_DEPLOYMENTS
+async def test_a_client_that_turns_previews_off_gets_the_plain_events(
+    api_factory: ApiFactory, tmp_path: Path, tiny_pipeline: Path
+) -> None:
+    api = await build(api_factory, tmp_path, tiny_pipeline, preview_every_steps=1)
+    key = await api.account(credits=5)
+    watched = await generate_ok(api, key, prompt="a heron", mode="stream", seed=4)
+    plain = await generate_ok(api, key, prompt="a heron", mode="stream", seed=4, previews=False)
+    assert len(previews_of(watched["events"])) == 1
+    assert previews_of(plain["events"]) == {}
+    # Otherwise the same events: previews only add `data` to some status events.
+    stripped = [{k: v for k, v in e.items() if k != "data"} for e in watched["events"][:-1]]
+    assert plain["events"][:-1] == stripped
+    # A resumed stream leaves them out too when asked.
+    generation_id = watched["generationId"]
+    again = await api.client.get(
+        "/api/v1/generate/stream",
+        params={"id": generation_id, "previews": "false"},
+        headers=key.headers,
+    )
+    events, _ = parse_sse(again.text)
+    assert previews_of(events) == {}
+    assert events[-1]["type"] == "complete"
+    assert events[:-1] == stripped[1:]  # all but the POST's opening event
 
 
 # --- batching through the app -------------------------------------------------------------------

@@ -8,6 +8,7 @@ these tests cover the SDK's real requests, errors and stream parsing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import socket
@@ -277,6 +278,49 @@ async def test_partial_images_while_editing(api: Api, fake: FakeOpenAI) -> None:
     assert events[-1]["data"]["success"] is True
     [call] = fake.requests
     assert (call.endpoint, call.stream, len(call.images)) == ("edits", True, 1)
+
+
+async def test_partial_images_are_the_stream_previews(
+    api_factory: ApiFactory, tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    api = await build(
+        api_factory, tmp_path, fake.url + "/v1", preview_max_side=128, preview_format="webp"
+    )
+    key = await api.account(credits=20)
+    response = await ask(api, key, LIVE, mode="stream", quantity=2, aspectRatio="3:2")
+    events, _ = parse_sse(response.text)
+    previews = {
+        e["message"]: e["data"]["previewImage"]
+        for e in events
+        if e["type"] == "status" and "data" in e
+    }
+    assert set(previews) == {
+        f"Image {image} of 2: partial image {partial} of 2"
+        for image in (1, 2)
+        for partial in (1, 2)
+    }
+    for message, url in previews.items():
+        assert url.startswith("data:image/webp;base64,")
+        preview = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        assert preview.format == "WEBP"
+        assert preview.size == (128, 85)  # 1536x1024, shrunk to 128 px on its longest side
+        # The fake's partial image n is the final colour divided by n + 1.
+        partial = int(message[-len("1 of 2") :][0])
+        expected = tuple(c // (partial + 1) for c in (220, 40, 40))
+        actual = preview.convert("RGB").getpixel((64, 42))
+        assert all(abs(a - b) <= 8 for a, b in zip(actual, expected, strict=True)), (
+            message,
+            actual,
+        )
+    assert events[-1]["type"] == "complete"
+    assert "data" not in events[-2]  # "Received 2 images": no preview
+
+    # Turned off by the client: the same upstream calls, no previews on the stream.
+    response = await ask(api, key, LIVE, mode="stream", previews=False)
+    events, _ = parse_sse(response.text)
+    assert all("data" not in e for e in events if e["type"] == "status")
+    assert "Partial image 2 of 2" in statuses(events)
+    assert fake.requests[-1].partial_images == 2
 
 
 async def test_an_error_event_inside_a_stream_is_retried(api: Api, fake: FakeOpenAI) -> None:

@@ -5,11 +5,13 @@ go to the server log only."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from bananastand.errors import BananastandError
 
@@ -40,6 +42,7 @@ _FIELD_TYPES = {
     "mode": 'one of "sync", "stream", "async"',
     "seed": "an integer",
     "id": "a generation id",
+    "callbackUrl": "a URL string",
 }
 
 
@@ -67,10 +70,18 @@ def _describe(errors: list[dict]) -> str:  # type: ignore[type-arg]
     return "; ".join(messages.values()) or "Invalid request"
 
 
-def install(app: FastAPI) -> None:
+# Renders an error as a page for requests a browser made to the console; None: JSON.
+PageRenderer = Callable[[Request, BananastandError], Response | None]
+
+
+def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
+    def respond(request: Request, exc: BananastandError) -> Response:
+        page = pages(request, exc) if pages is not None else None
+        return page if page is not None else error_response(exc)
+
     @app.exception_handler(BananastandError)
-    async def _domain(_request: Request, exc: BananastandError) -> JSONResponse:
-        return error_response(exc)
+    async def _domain(request: Request, exc: BananastandError) -> Response:
+        return respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -79,18 +90,16 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = _HTTP_TYPES.get(exc.status_code, "error")
-        message = exc.detail if isinstance(exc.detail, str) else "Request failed"
-        return JSONResponse(
-            {"error": message, "type": kind},
-            status_code=exc.status_code,
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        error = BananastandError(
+            exc.detail if isinstance(exc.detail, str) else "Request failed",
             headers=getattr(exc, "headers", None),
         )
+        error.status = exc.status_code  # type: ignore[misc]
+        error.type = _HTTP_TYPES.get(exc.status_code, "error")  # type: ignore[misc]
+        return respond(request, error)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"error": "Internal server error", "type": "internal_error"}, status_code=500
-        )
+        return respond(request, BananastandError())

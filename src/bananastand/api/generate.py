@@ -1,4 +1,12 @@
-"""POST and GET /api/v1/generate: the three modes and polling."""
+"""POST and GET /api/v1/generate: the three modes and polling; GET
+/api/v1/generate/stream: following or resuming a generation's event stream.
+
+Stream events are numbered (see `progress`). The contract's POST stream sends
+them as it always did (`data:` lines only) unless the client opts in with
+`X-Stream-Event-Ids: true`; then each event also has an `id:` line, and the
+opening "Starting generation..." event is number 0. The resume endpoint always
+sends ids, and after a `Last-Event-ID` only what that client has not had.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -22,7 +31,7 @@ from pydantic import (
 from bananastand.api import schemas
 from bananastand.api.deps import CurrentCaller, ServicesDep
 from bananastand.errors import GenerationFailed, InvalidRequest
-from bananastand.service import GenerateParams, Submission
+from bananastand.service import GenerateParams
 from bananastand.services import Services
 from bananastand.views import record_view, sync_result
 
@@ -45,10 +54,40 @@ class GenerateRequest(BaseModel):
     )
     mode: StrictStr | None = Field(None, description="sync (default), stream or async.")
     seed: StrictInt | None = Field(None, description="Extension: fixes the output.")
+    callbackUrl: StrictStr | None = Field(
+        None,
+        description="Extension: a public http(s) URL that gets the poll answer, signed the "
+        "Standard Webhooks way, when the generation ends.",
+    )
+    previews: StrictBool | None = Field(
+        None,
+        description="Extension: `false` turns off stream previews (`data.previewImage` on "
+        "status events).",
+    )
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+STARTING = {"type": "status", "message": "Starting generation...", "progress": 0}
+EVENT_IDS_HEADER = "X-Stream-Event-Ids"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _sse(payload: dict[str, Any], event_id: int | None = None) -> bytes:
+    data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return data if event_id is None else b"id: %d\n" % event_id + data
+
+
+def _wants_event_ids(request: Request) -> bool:
+    return request.headers.get(EVENT_IDS_HEADER, "").strip().lower() in ("true", "1", "yes")
+
+
+def _last_event_id(value: str | None) -> int | None:
+    """The `Last-Event-ID` header as the number of an event; blank means none."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise InvalidRequest("Last-Event-ID must be the id of an event this server sent")
+    return int(text)
 
 
 async def _parse(request: Request) -> GenerateRequest:
@@ -106,8 +145,10 @@ async def generate(
             quantity=body.quantity,
             mode=body.mode,
             seed=body.seed,
+            callback_url=body.callbackUrl,
         ),
         idempotency_key=request.headers.get("idempotency-key"),
+        previews=body.previews is not False,
     )
     record = submission.record
     replay_headers = {"Idempotent-Replayed": "true"} if submission.replayed else {}
@@ -124,14 +165,15 @@ async def generate(
         }
     if record.mode == "stream":
         return StreamingResponse(
-            _stream(services, submission),
+            _stream(
+                services,
+                record.id,
+                ids=_wants_event_ids(request),
+                opening=True,
+                previews=body.previews is not False,
+            ),
             media_type="text/event-stream",
-            headers={
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-                "X-Generation-Id": record.id,
-                **replay_headers,
-            },
+            headers={**STREAM_HEADERS, "X-Generation-Id": record.id, **replay_headers},
         )
     # sync: the generation runs detached; a client that leaves does not stop it.
     await service.wait_settled(record.id)
@@ -150,12 +192,65 @@ async def generate(
     return sync_result(final, balance, service.signer)
 
 
-async def _stream(services: Services, submission: Submission) -> AsyncIterator[bytes]:
-    yield _sse({"type": "status", "message": "Starting generation...", "progress": 0})
-    async for event in services.generation.follow(
-        submission.record.id, idle_timeout=services.settings.stream_keepalive_seconds
+async def _stream(
+    services: Services,
+    generation_id: str,
+    *,
+    ids: bool,
+    opening: bool = False,
+    after: int | None = None,
+    previews: bool = True,
+) -> AsyncIterator[bytes]:
+    if opening:
+        yield _sse(STARTING, 0 if ids else None)
+    async for item in services.generation.follow(
+        generation_id,
+        idle_timeout=services.settings.stream_keepalive_seconds,
+        after=after,
+        previews=previews,
     ):
-        yield b": keep-alive\n\n" if event is None else _sse(event)
+        if item is None:
+            yield b": keep-alive\n\n"
+        else:
+            seq, event = item
+            yield _sse(event, seq if ids else None)
+
+
+@router.get(
+    "/generate/stream",
+    summary="Follow or resume a generation's event stream (extension)",
+    responses={
+        200: {
+            "description": "An SSE stream of StreamEvent lines, each with an `id:` line; "
+            "after a `Last-Event-ID`, only the events that client has not had",
+            "content": {
+                "text/event-stream": {"schema": {"$ref": "#/components/schemas/StreamEvent"}}
+            },
+        },
+        204: {"description": "The client has had the final event: nothing more to send"},
+        **schemas.errors(400, 401, 403, 404),
+    },
+)
+async def resume_stream(
+    caller: CurrentCaller,
+    services: ServicesDep,
+    id: str = Query(..., min_length=1, max_length=64, description="Generation id"),
+    previews: bool = Query(True, description="`false`: leave stream previews out"),
+    last_event_id: str | None = Header(
+        None,
+        alias="Last-Event-ID",
+        description="The id of the last event received; the stream continues after it",
+    ),
+) -> Response:
+    after = _last_event_id(last_event_id)
+    record = await services.generation.generations.get(id, account_id=caller.account.id)
+    if after is not None and await services.generation.stream_delivered(record.id, after=after):
+        return Response(status_code=204)
+    return StreamingResponse(
+        _stream(services, record.id, ids=True, after=after, previews=previews),
+        media_type="text/event-stream",
+        headers={**STREAM_HEADERS, "X-Generation-Id": record.id},
+    )
 
 
 @router.get(

@@ -53,16 +53,23 @@ class AsyncAccepted(BaseModel):
 
 
 class StreamEventData(BaseModel):
-    success: bool
+    success: bool | None = Field(None, description="Always present on complete and error events")
     generationId: str | None = None
     imageUrls: list[str] | None = None
     error: str | None = None
     creditsUsed: int | None = None
     remainingCredits: int | None = None
+    previewImage: str | None = Field(
+        None,
+        description="Extension, status events of streams only: a small picture of the work "
+        "so far, as a data:image/… URL; none when the request set `previews` to false",
+    )
 
 
 class StreamEvent(BaseModel):
-    """One SSE event: a line `data: {json}` then a blank line."""
+    """One SSE event: a line `data: {json}` then a blank line (preceded by an
+    `id: N` line on the resume endpoint, or when the client sent
+    `X-Stream-Event-Ids: true`)."""
 
     type: Literal["status", "complete", "error"]
     message: str

@@ -102,6 +102,7 @@ class StreamEventData:
     error: str | None = None
     credits_used: int | None = None
     remaining_credits: int | None = None
+    preview_image: str | None = None  # extension: a data URL on some status events
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamEventData:
@@ -112,6 +113,7 @@ class StreamEventData:
             error=data.get("error"),
             credits_used=data.get("creditsUsed"),
             remaining_credits=data.get("remainingCredits"),
+            preview_image=data.get("previewImage"),
         )
 
 

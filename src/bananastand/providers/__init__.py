@@ -17,6 +17,7 @@ from bananastand.config import Settings
 from bananastand.providers.base import (
     GeneratedImage,
     ImageRequest,
+    Previews,
     Progress,
     Provider,
     ProviderError,
@@ -28,6 +29,7 @@ __all__ = [
     "REGISTRY",
     "GeneratedImage",
     "ImageRequest",
+    "Previews",
     "Progress",
     "Provider",
     "ProviderError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +25,14 @@ class ReferenceImage:
 
 
 @dataclass(frozen=True)
+class Previews:
+    """Asked of a backend when someone watches the generation live (stream mode): it
+    may attach a picture of the work in progress to some progress reports."""
+
+    every_steps: int = 2  # step-wise backends: a preview every this many steps
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     prompt: str
     backend_model: str  # the catalogue's `backendModel`
@@ -36,6 +44,8 @@ class ImageRequest:
     # time.monotonic() by which the whole generation must end (retries included);
     # the caller also enforces it with a timeout.
     deadline: float | None = None
+    # None: send no previews (pass `preview=` to `progress` only when this is set).
+    previews: Previews | None = None
 
 
 @dataclass(frozen=True)
@@ -53,8 +63,13 @@ class ProviderResult:
     errors: list[str] = field(default_factory=list)
 
 
-# progress(fraction in 0..1, human message)
-Progress = Callable[[float, str], Awaitable[None]]
+class Progress(Protocol):
+    """`progress(fraction in 0..1, human message)`; with `request.previews` set, also
+    `preview=` an image of the work so far (any size: the caller shrinks it)."""
+
+    def __call__(
+        self, fraction: float, message: str, /, *, preview: Image.Image | None = None
+    ) -> Awaitable[None]: ...
 
 
 class ProviderError(Exception):

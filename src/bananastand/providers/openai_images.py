@@ -5,7 +5,8 @@ Text-to-image calls `images.generate`, image-to-image `images.edit` with every
 reference image (the wire's repeated `image[]` field). The catalogue entry's
 `options` choose `quality` (low|medium|high|auto), `outputFormat` (png|jpeg|webp)
 and `partialImages` (0-3): above 0, each image is streamed on its own call and
-every partial image the API sends becomes a progress stage.
+every partial image the API sends becomes a progress stage (and, when the
+request asks for previews, that stage's preview).
 
 The SDK's own retries are off (`max_retries=0`): this module retries 429, 408,
 5xx, connection failures and timeouts itself, with exponential backoff and full
@@ -105,10 +106,15 @@ class _Reporter:
         self._progress = progress
         self.fraction = 0.0
 
-    async def __call__(self, fraction: float | None, message: str) -> None:
+    async def __call__(
+        self, fraction: float | None, message: str, *, preview: Image.Image | None = None
+    ) -> None:
         if fraction is not None:
             self.fraction = max(self.fraction, min(fraction, 1.0))
-        await self._progress(self.fraction, message)
+        if preview is None:
+            await self._progress(self.fraction, message)
+        else:
+            await self._progress(self.fraction, message, preview=preview)
 
 
 @dataclass
@@ -282,9 +288,13 @@ class OpenAIImagesProvider:
                         # a retried stream sends its partial images again: cap the count
                         counter.received = min(counter.received + 1, counter.total)
                         number = int(getattr(event, "partial_image_index", 0) or 0) + 1
+                        preview = None
+                        if request.previews is not None:
+                            preview = _preview(getattr(event, "b64_json", None))
                         await report(
                             0.1 + 0.75 * counter.received / max(1, counter.total),
                             f"{which}artial image {number} of {call.partial_images}",
+                            preview=preview,
                         )
                     elif kind.endswith(".completed"):
                         final = getattr(event, "b64_json", None)
@@ -471,6 +481,16 @@ def _decode(encoded: Any, output_format: str) -> GeneratedImage:
     return GeneratedImage(
         data=data, mime_type=detected or MIME_TYPES.get(output_format, "image/png")
     )
+
+
+def _preview(encoded: Any) -> Image.Image | None:
+    """A partial image as a (lazily decoded) preview; None if it cannot be read."""
+    if not isinstance(encoded, str) or not encoded:
+        return None
+    try:
+        return Image.open(io.BytesIO(base64.b64decode(encoded, validate=True)))
+    except (binascii.Error, ValueError, OSError):
+        return None
 
 
 def _retry_after(response: Any) -> float | None:

@@ -1,0 +1,118 @@
+"""Operator actions on accounts, each written to the audit log.
+
+The console's admin pages and the `bananastand admin` commands both come here,
+so no state-changing admin action can skip the log. `actor` is the admin's
+email, or "cli" for the command line.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from bananastand.accounts import Accounts
+from bananastand.billing import Billing
+from bananastand.db import Database
+from bananastand.db.models import Account, AuditEntry, utcnow
+
+
+class Administration:
+    def __init__(self, db: Database, accounts: Accounts, billing: Billing) -> None:
+        self.db = db
+        self.accounts = accounts
+        self.billing = billing
+
+    async def _log(self, actor: str, action: str, account_id: str | None, **details: Any) -> None:
+        async with self.db.write() as session:
+            session.add(
+                AuditEntry(
+                    actor=actor,
+                    action=action,
+                    account_id=account_id,
+                    details=details,
+                    created_at=utcnow(),
+                )
+            )
+
+    async def recharge(
+        self,
+        actor: str,
+        account_id: str,
+        *,
+        money: str | Decimal,
+        credits: int,
+        currency: str | None = None,
+        note: str = "",
+    ) -> Account:
+        target = await self.accounts.get(account_id)
+        account = await self.billing.recharge(
+            target.id, money=money, credits=credits, currency=currency, note=note
+        )
+        await self._log(
+            actor,
+            "recharge",
+            account.id,
+            money=str(money),
+            currency=(currency or self.billing.currency).upper(),
+            credits=credits,
+            note=note,
+            api_access_enabled=account.api_access and not target.api_access,
+        )
+        return account
+
+    async def adjust(self, actor: str, account_id: str, *, credits: int, reason: str) -> int:
+        """Grant (positive) or deduct (negative) credits; answers the new balance."""
+        if credits >= 0:
+            balance = await self.billing.grant(account_id, credits, reason=reason)
+        else:
+            balance = await self.billing.deduct(account_id, -credits, reason=reason)
+        await self._log(
+            actor, "grant" if credits >= 0 else "deduct", account_id, credits=credits, reason=reason
+        )
+        return balance
+
+    async def update(
+        self,
+        actor: str,
+        account_id: str,
+        *,
+        api_access: bool | None = None,
+        is_pro: bool | None = None,
+        is_admin: bool | None = None,
+        concurrency_limit: int | None = None,
+        reset_concurrency_limit: bool = False,
+    ) -> Account:
+        account = await self.accounts.update(
+            account_id,
+            api_access=api_access,
+            is_pro=is_pro,
+            is_admin=is_admin,
+            concurrency_limit=concurrency_limit,
+            reset_concurrency_limit=reset_concurrency_limit,
+        )
+        changes = {
+            name: value
+            for name, value in (
+                ("api_access", api_access),
+                ("is_pro", is_pro),
+                ("is_admin", is_admin),
+                ("concurrency_limit", concurrency_limit),
+            )
+            if value is not None
+        }
+        if reset_concurrency_limit:
+            changes["concurrency_limit"] = "default"
+        if changes:
+            await self._log(actor, "update", account.id, **changes)
+        return account
+
+    async def audit_log(
+        self, *, account_id: str | None = None, limit: int = 200
+    ) -> list[AuditEntry]:
+        async with self.db.read() as session:
+            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if account_id is not None:
+                query = query.where(AuditEntry.account_id == account_id)
+            return list(await session.scalars(query))

@@ -1,0 +1,218 @@
+"""Sign up, sign in, sign out, the dashboard and Settings → API Keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from bananastand.api.deps import ServicesDep
+from bananastand.errors import BananastandError, InvalidRequest
+from bananastand.web.deps import (
+    FORM_COOKIE,
+    PREFIX,
+    SESSION_COOKIE,
+    CsrfForm,
+    SignedInDep,
+    SignedOutForm,
+    redirect,
+    render,
+    render_signed_out,
+    safe_next,
+    set_cookie,
+)
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+NOTICES = {
+    "signed-out": "You are signed out.",
+    "revoked": "The key is revoked. Requests with it now get 401.",
+    "welcome": "Your account is ready.",
+}
+
+
+def _field(form: object, name: str) -> str:
+    value = form.get(name) if hasattr(form, "get") else None  # type: ignore[union-attr]
+    return value if isinstance(value, str) else ""
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@router.get("/signin")
+async def signin_page(request: Request, services: ServicesDep) -> Response:
+    signed = await services.console_auth.resolve(request.cookies.get(SESSION_COOKIE))
+    if signed is not None:
+        return redirect(safe_next(request.query_params.get("next")))
+    return render_signed_out(
+        request,
+        "signin.html",
+        next=safe_next(request.query_params.get("next")),
+        notice=NOTICES.get(request.query_params.get("done", "")),
+    )
+
+
+@router.post("/signin")
+async def signin(request: Request, services: ServicesDep, form: SignedOutForm) -> Response:
+    email, target = _field(form, "email"), safe_next(_field(form, "next"))
+    try:
+        token, _signed = await services.console_auth.sign_in(
+            email=email, password=_field(form, "password"), ip=_client_ip(request)
+        )
+    except BananastandError as exc:
+        return render_signed_out(
+            request,
+            "signin.html",
+            status_code=exc.status,
+            error=exc.message,
+            email=email,
+            next=target,
+        )
+    response = redirect(target)
+    _start_session(response, request, token, services.settings.console_session_hours)
+    return response
+
+
+def _start_session(response: Response, request: Request, token: str, hours: float) -> None:
+    set_cookie(response, request, SESSION_COOKIE, token, max_age=int(hours * 3600))
+    response.delete_cookie(FORM_COOKIE, path=PREFIX)
+
+
+@router.get("/signup")
+async def signup_page(request: Request, services: ServicesDep) -> Response:
+    return render_signed_out(
+        request,
+        "signup.html",
+        closed=not services.settings.console_signup,
+        status_code=200 if services.settings.console_signup else 403,
+    )
+
+
+@router.post("/signup")
+async def signup(request: Request, services: ServicesDep, form: SignedOutForm) -> Response:
+    email, name = _field(form, "email"), _field(form, "name")
+    password = _field(form, "password")
+    try:
+        if password != _field(form, "confirm"):
+            raise InvalidRequest("The two passwords differ")
+        await services.console_auth.sign_up(email=email, password=password, display_name=name)
+        token, _signed = await services.console_auth.sign_in(
+            email=email, password=password, ip=_client_ip(request)
+        )
+    except BananastandError as exc:
+        return render_signed_out(
+            request,
+            "signup.html",
+            status_code=exc.status,
+            error=exc.message,
+            email=email,
+            name=name,
+            closed=not services.settings.console_signup,
+        )
+    response = redirect(f"{PREFIX}?done=welcome")
+    _start_session(response, request, token, services.settings.console_session_hours)
+    return response
+
+
+@router.post("/signout")
+async def signout(services: ServicesDep, signed: SignedInDep, _form: CsrfForm) -> Response:
+    await services.console_auth.sign_out(signed.session_id)
+    response = redirect(f"{PREFIX}/signin?done=signed-out")
+    response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+    return response
+
+
+@router.get("")
+async def dashboard(request: Request, services: ServicesDep, signed: SignedInDep) -> Response:
+    account = signed.account
+    settings = services.settings
+    recharged = await services.billing.recharged_total(account.id)
+    return render(
+        request,
+        "dashboard.html",
+        balance=await services.billing.balance(account.id),
+        recharges=await services.billing.recharges(account.id),
+        recharged=recharged,
+        threshold=services.billing.threshold,
+        still_needed=max(services.billing.threshold - recharged, 0),
+        currency=services.billing.currency,
+        limit=account.concurrency_limit or settings.default_concurrency_limit,
+        default_limit=account.concurrency_limit is None,
+        keys=len(await services.accounts.list_keys(account.id)),
+        notice=NOTICES.get(request.query_params.get("done", "")),
+    )
+
+
+# --- Settings → API Keys ---------------------------------------------------------------
+async def _keys_page(
+    request: Request,
+    services: ServicesDep,
+    signed: SignedInDep,
+    *,
+    status_code: int = 200,
+    **context: object,
+) -> Response:
+    keys = await services.accounts.list_keys(signed.account.id)
+    return render(
+        request,
+        "keys.html",
+        status_code=status_code,
+        keys=keys,
+        max_keys=services.accounts.max_keys,
+        full=len(keys) >= services.accounts.max_keys,
+        api_base=services.settings.base_url,
+        notice=NOTICES.get(request.query_params.get("done", "")),
+        **context,
+    )
+
+
+@router.get("/settings/keys")
+async def keys_page(request: Request, services: ServicesDep, signed: SignedInDep) -> Response:
+    return await _keys_page(request, services, signed)
+
+
+@router.post("/settings/keys")
+async def create_key(
+    request: Request, services: ServicesDep, signed: SignedInDep, form: CsrfForm
+) -> Response:
+    try:
+        created = await services.accounts.create_key(
+            signed.account.id, name=_field(form, "name") or "unnamed"
+        )
+    except BananastandError as exc:
+        return await _keys_page(
+            request, services, signed, status_code=exc.status, error=exc.message
+        )
+    # Never cached (all console pages are sent with Cache-Control: no-store).
+    return await _keys_page(request, services, signed, created=created)
+
+
+@router.post("/settings/keys/{key_id}/revoke")
+async def revoke_key(
+    key_id: str, services: ServicesDep, signed: SignedInDep, _form: CsrfForm
+) -> Response:
+    # Scoped to the signed-in account: another account's key id is simply not found.
+    await services.accounts.revoke_key(key_id, account_id=signed.account.id)
+    return redirect(f"{PREFIX}/settings/keys?done=revoked")
+
+
+# --- Settings → Webhooks -------------------------------------------------------------
+@router.get("/settings/webhooks")
+async def webhooks_page(request: Request, services: ServicesDep, signed: SignedInDep) -> Response:
+    return render(
+        request,
+        "webhooks.html",
+        secret=await services.webhooks.secret(signed.account.id),
+        deliveries=await services.webhooks.deliveries(signed.account.id),
+        notice="A new secret is in place: update your receivers."
+        if request.query_params.get("done") == "rotated"
+        else None,
+    )
+
+
+@router.post("/settings/webhooks/rotate")
+async def rotate_webhook_secret(
+    services: ServicesDep, signed: SignedInDep, _form: CsrfForm
+) -> Response:
+    await services.webhooks.secret(signed.account.id, rotate=True)
+    return redirect(f"{PREFIX}/settings/webhooks?done=rotated")

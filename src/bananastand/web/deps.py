@@ -1,0 +1,181 @@
+"""What every console page shares: the signed-in account, CSRF checks, cookies,
+security headers and rendering.
+
+Cookies live under `/console` only, so a browser never sends them to the API;
+the API reads only bearer keys, so a console session never works there.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
+from starlette.responses import RedirectResponse, Response
+
+from bananastand.api.deps import ServicesDep
+from bananastand.console_auth import SignedIn
+from bananastand.db.models import utcnow
+from bananastand.errors import BananastandError, Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/console"
+SESSION_COOKIE = "bananastand_session"
+FORM_COOKIE = "bananastand_form"  # double-submit CSRF token for signed-out forms
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def _time_left(expires_at: datetime) -> str:
+    seconds = int((expires_at - utcnow()).total_seconds())
+    if seconds <= 0:
+        return "expired"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{max(1, rest // 60)} min"
+
+
+templates.env.filters["time_left"] = _time_left
+templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M UTC")
+templates.env.filters["thousands"] = lambda value: f"{value:,}"
+
+
+class SignInRequired(Unauthorized):
+    default_message = "Sign in to continue"
+
+
+def secure_cookies(request: Request) -> bool:
+    mode = request.app.state.services.settings.console_secure_cookies
+    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str, **options: Any) -> None:
+    options.setdefault("samesite", "lax")
+    response.set_cookie(
+        name, value, path=PREFIX, httponly=True, secure=secure_cookies(request), **options
+    )
+
+
+async def signed_in(request: Request, services: ServicesDep) -> SignedIn:
+    signed = await services.console_auth.resolve(request.cookies.get(SESSION_COOKIE))
+    if signed is None:
+        raise SignInRequired()
+    request.state.signed = signed
+    return signed
+
+
+SignedInDep = Annotated[SignedIn, Depends(signed_in)]
+
+
+async def admin(signed: SignedInDep) -> SignedIn:
+    if not signed.account.is_admin:
+        raise Forbidden("This page is for administrators")
+    return signed
+
+
+AdminDep = Annotated[SignedIn, Depends(admin)]
+
+
+def _check_origin(request: Request) -> None:
+    """Browsers send Origin on POSTs; one naming another site is refused outright."""
+    origin = request.headers.get("origin")
+    host = request.headers.get("host", request.url.netloc)
+    if origin and origin != "null" and urlsplit(origin).netloc != host:
+        raise Forbidden("Cross-site form submission refused")
+
+
+async def csrf_form(request: Request) -> FormData:
+    """The posted form of a signed-in page, after its CSRF token checked out."""
+    signed: SignedIn = request.state.signed
+    _check_origin(request)
+    form = await request.form()
+    sent = form.get(CSRF_FIELD)
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, signed.csrf_token):
+        raise Forbidden("This form has expired; reload the page and try again")
+    return form
+
+
+CsrfForm = Annotated[FormData, Depends(csrf_form)]
+
+
+async def signed_out_form(request: Request) -> FormData:
+    """The posted form of a sign-in or sign-up page (double-submit cookie)."""
+    _check_origin(request)
+    form = await request.form()
+    sent = form.get(CSRF_FIELD)
+    cookie = request.cookies.get(FORM_COOKIE, "")
+    if not isinstance(sent, str) or not cookie or not hmac.compare_digest(sent, cookie):
+        raise Forbidden("This form has expired; reload the page and try again")
+    return form
+
+
+SignedOutForm = Annotated[FormData, Depends(signed_out_form)]
+
+
+def check_csrf_header(request: Request, signed: SignedIn) -> None:
+    """For the console's own script calls (the playground)."""
+    _check_origin(request)
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not hmac.compare_digest(sent, signed.csrf_token):
+        raise Forbidden("Missing or stale CSRF token; reload the page")
+
+
+def render(request: Request, template: str, *, status_code: int = 200, **context: Any) -> Response:
+    signed: SignedIn | None = getattr(request.state, "signed", None)
+    context.setdefault("account", signed.account if signed else None)
+    context.setdefault("csrf", signed.csrf_token if signed else "")
+    context.setdefault("settings", request.app.state.services.settings)
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
+    return response
+
+
+def render_signed_out(
+    request: Request, template: str, *, status_code: int = 200, **context: Any
+) -> Response:
+    """A sign-in or sign-up page, with a fresh double-submit token when it has none."""
+    token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
+    response = render(request, template, status_code=status_code, csrf=token, **context)
+    set_cookie(response, request, FORM_COOKIE, token, samesite="strict")
+    return response
+
+
+def redirect(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def safe_next(value: object) -> str:
+    """Only paths inside the console: never an open redirect."""
+    if (
+        isinstance(value, str)
+        and (value == PREFIX or value.startswith(PREFIX + "/") or value.startswith(PREFIX + "?"))
+        and "//" not in value
+        and "\\" not in value
+    ):
+        return value
+    return PREFIX
+
+
+def error_page(request: Request, exc: BananastandError) -> Response | None:
+    """The console's face for errors (wired into the API's one error boundary)."""
+    path = request.url.path
+    if not (path == PREFIX or path.startswith(PREFIX + "/")) or path.endswith("/generate"):
+        return None
+    if isinstance(exc, SignInRequired):
+        target = path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method != "GET":
+            target = PREFIX
+        return redirect(f"{PREFIX}/signin?next={quote(target)}")
+    try:
+        return render(request, "error.html", status_code=exc.status, message=exc.message, exc=exc)
+    except Exception:  # a page that cannot render falls back to the JSON answer
+        log.exception("could not render the error page for %s", path)
+        return None

@@ -1,0 +1,269 @@
+"""Webhooks: when a generation with a `callbackUrl` ends, POST its poll answer there.
+
+Signed the Standard Webhooks way (https://www.standardwebhooks.com): headers
+`webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
+"{id}.{timestamp}.{body}">`, keyed with the account's `whsec_…` secret.
+
+Each message is a row (`webhook_deliveries`) written when the generation settles;
+a delivery loop in every server and worker process sends what is due, retrying
+with exponential backoff until a 2xx answer or until the message is too old.
+A process claims a message by moving its next attempt forward, so two processes
+never send one message at the same time. Generation never waits for any of this.
+Targets pass the same address checks as reference images, at submission and at
+every connection (see `references`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+
+from bananastand.db import Database
+from bananastand.db.models import Account, WebhookAttempt, WebhookDelivery, utcnow
+from bananastand.errors import InvalidRequest
+from bananastand.references import (
+    BlockedAddressError,
+    HostNotFoundError,
+    PinnedNetworkBackend,
+    checked_url,
+    is_blocked_address,
+    parse_networks,
+    pinned_transport,
+)
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
+CLAIM_SECONDS = 60.0  # how long a claimed message is left to the process sending it
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` header value for one message."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+class Webhooks:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        allowed_networks: Sequence[str],
+        timeout_seconds: float,
+        backoff_seconds: float,
+        max_backoff_seconds: float,
+        max_age_seconds: float,
+        poll_seconds: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.db = db
+        self._allowed = parse_networks(allowed_networks)
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.max_age_seconds = max_age_seconds
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._client = httpx.AsyncClient(
+            transport=transport or pinned_transport(self._allowed),
+            trust_env=False,
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout_seconds),
+            headers={"User-Agent": "Bananastand webhooks"},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # --- submission ----------------------------------------------------------------
+    async def check_url(self, url: str) -> str:
+        """Refuse a `callbackUrl` that is malformed or names a private address."""
+        checked = checked_url(url, "callbackUrl", self._allowed)
+        try:
+            addresses = await PinnedNetworkBackend(self._allowed).resolve(
+                checked.host, checked.port or 443
+            )
+        except HostNotFoundError:
+            raise InvalidRequest("callbackUrl: the host name does not resolve") from None
+        if any(is_blocked_address(ip, self._allowed) for ip in addresses):
+            raise InvalidRequest("callbackUrl: points to a private or local address")
+        return str(checked)
+
+    # --- secrets -------------------------------------------------------------------
+    async def secret(self, account_id: str, *, rotate: bool = False) -> str:
+        """The account's signing secret, made on first use (or anew with `rotate`)."""
+        async with self.db.write() as session:
+            query = update(Account).where(Account.id == account_id)
+            if not rotate:
+                query = query.where(Account.webhook_secret.is_(None))
+            await session.execute(query.values(webhook_secret=new_secret()))
+            secret = await session.scalar(
+                select(Account.webhook_secret).where(Account.id == account_id)
+            )
+        assert secret is not None
+        return secret
+
+    # --- messages ------------------------------------------------------------------
+    async def enqueue(
+        self, *, account_id: str, generation_id: str, url: str, payload: dict[str, Any]
+    ) -> str:
+        message_id = "msg_" + secrets.token_hex(12)
+        async with self.db.write() as session:
+            session.add(
+                WebhookDelivery(
+                    id=message_id,
+                    account_id=account_id,
+                    generation_id=generation_id,
+                    url=url,
+                    payload=json.dumps(payload, separators=(",", ":")),
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=utcnow(),
+                    created_at=utcnow(),
+                )
+            )
+        self._wake.set()
+        return message_id
+
+    async def deliveries(self, account_id: str, *, limit: int = 50) -> list[WebhookDelivery]:
+        async with self.db.read() as session:
+            rows = await session.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.account_id == account_id)
+                .order_by(WebhookDelivery.created_at.desc())
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def get(self, message_id: str) -> WebhookDelivery:
+        async with self.db.read() as session:
+            delivery = await session.scalar(
+                select(WebhookDelivery).where(WebhookDelivery.id == message_id)
+            )
+        assert delivery is not None
+        return delivery
+
+    # --- delivery --------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:
+                log.exception("webhook delivery round failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+    async def deliver_due(self) -> int:
+        """Send every message that is due now; answers how many were tried."""
+        async with self.db.read() as session:
+            due = list(
+                await session.scalars(
+                    select(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.state == "pending",
+                        WebhookDelivery.next_attempt_at <= utcnow(),
+                    )
+                    .order_by(WebhookDelivery.next_attempt_at)
+                    .limit(50)
+                )
+            )
+        claimed = [delivery for delivery in due if await self._claim(delivery)]
+        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        return len(claimed)
+
+    async def _claim(self, delivery: WebhookDelivery) -> bool:
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery.id,
+                    WebhookDelivery.state == "pending",
+                    WebhookDelivery.next_attempt_at == delivery.next_attempt_at,
+                )
+                .values(next_attempt_at=utcnow() + timedelta(seconds=CLAIM_SECONDS))
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def _attempt(self, delivery: WebhookDelivery) -> None:
+        async with self.db.read() as session:
+            secret = await session.scalar(
+                select(Account.webhook_secret).where(Account.id == delivery.account_id)
+            )
+        secret = secret or await self.secret(delivery.account_id)
+        body = delivery.payload.encode()
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(secret, delivery.id, timestamp, body),
+        }
+        started = time.monotonic()
+        status: int | None = None
+        error: str | None = None
+        try:
+            response = await self._client.post(delivery.url, content=body, headers=headers)
+            status = response.status_code
+        except BlockedAddressError:
+            error = "the host resolves to a private or local address"
+        except HostNotFoundError:
+            error = "the host name does not resolve"
+        except httpx.TimeoutException:
+            error = "timed out"
+        except httpx.HTTPError as exc:
+            error = f"connection failed ({type(exc).__name__})"
+        await self._record(delivery, status, error, int((time.monotonic() - started) * 1000))
+
+    async def _record(
+        self, delivery: WebhookDelivery, status: int | None, error: str | None, duration_ms: int
+    ) -> None:
+        now = utcnow()
+        number = delivery.attempts + 1
+        values: dict[str, Any] = {"attempts": number}
+        delivered = status is not None and 200 <= status < 300
+        if delivered:
+            values.update(state="delivered", next_attempt_at=None, finished_at=now)
+        else:
+            delay = min(self.backoff_seconds * 2 ** (number - 1), self.max_backoff_seconds)
+            next_at = now + timedelta(seconds=delay)
+            if next_at > delivery.created_at + timedelta(seconds=self.max_age_seconds):
+                values.update(state="failed", next_attempt_at=None, finished_at=now)
+            else:
+                values.update(next_attempt_at=next_at)
+        async with self.db.write() as session:
+            session.add(
+                WebhookAttempt(
+                    delivery_id=delivery.id,
+                    number=number,
+                    status_code=status,
+                    error=error,
+                    duration_ms=duration_ms,
+                    created_at=now,
+                )
+            )
+            await session.execute(
+                update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
+            )
+        if delivered:
+            log.info("webhook %s delivered (attempt %d)", delivery.id, number)
+        else:
+            why = error or f"HTTP {status}"
+            log.info("webhook %s attempt %d failed: %s", delivery.id, number, why)

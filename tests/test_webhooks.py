@@ -1,0 +1,163 @@
+"""Webhooks: `callbackUrl` gets the poll answer, signed the Standard Webhooks way
+(checked with the reference implementation), retried until a 2xx, given up when
+too old, and refused up front for private addresses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from tests.conftest import BOTH_DEPLOYMENTS, Api, wait_until
+from tests.fakes.webhook_receiver import WebhookReceiver
+
+pytestmark = BOTH_DEPLOYMENTS
+
+FAST = {
+    "reference_allowed_networks": ["127.0.0.1/32"],
+    "webhook_backoff_seconds": 0.05,
+    "webhook_poll_seconds": 0.05,
+}
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+async def delivery_of(api: Api, generation_id: str) -> Any:
+    from sqlalchemy import select
+
+    from bananastand.db.models import WebhookDelivery
+
+    async with api.services.db.read() as session:
+        return await session.scalar(
+            select(WebhookDelivery).where(WebhookDelivery.generation_id == generation_id)
+        )
+
+
+async def settled_delivery(api: Api, generation_id: str) -> Any:
+    async def finished() -> bool:
+        delivery = await delivery_of(api, generation_id)
+        return delivery is not None and delivery.state != "pending"
+
+    await wait_until(finished, timeout=20)
+    return await delivery_of(api, generation_id)
+
+
+async def test_a_signed_poll_answer_is_retried_until_a_2xx(
+    api_factory: Any, receiver: WebhookReceiver
+) -> None:
+    api = await api_factory(**FAST)
+    receiver.statuses = [500, 503, 204]
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="a lighthouse", callbackUrl=receiver.url)
+    assert answer.status_code == 200
+    generation_id = answer.json()["generationId"]
+
+    delivery = await settled_delivery(api, generation_id)
+    assert delivery.state == "delivered"
+    assert [attempt.status_code for attempt in delivery.tries] == [500, 503, 204]
+    assert receiver.count() == 3
+    # Nothing more is due: a delivered message is never sent again.
+    assert await api.services.webhooks.deliver_due() == 0
+    assert receiver.count() == 3
+
+    secret = await api.services.webhooks.secret(key.account_id)
+    poll = await api.poll(key, generation_id)
+    for received in receiver.received:
+        assert received.path == "/hooks/bananastand"
+        assert received.headers["content-type"] == "application/json"
+        assert received.headers["webhook-id"] == delivery.id
+        # The reference implementation accepts the signature (and the timestamp).
+        assert Webhook(secret).verify(received.body, received.headers) == {"data": poll}
+    assert json.loads(receiver.received[0].body)["data"]["processingStatus"] == "completed"
+
+
+async def test_signatures_fail_for_a_changed_body_or_another_secret(
+    api_factory: Any, receiver: WebhookReceiver
+) -> None:
+    api = await api_factory(**FAST)
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="x", callbackUrl=receiver.url)
+    await settled_delivery(api, answer.json()["generationId"])
+    received = receiver.received[0]
+    secret = await api.services.webhooks.secret(key.account_id)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(received.body.replace(b"completed", b"failed"), received.headers)
+    other = await api.services.webhooks.secret(key.account_id, rotate=True)
+    assert other != secret
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(received.body, received.headers)
+
+
+async def test_failed_generations_are_called_back_too(
+    api_factory: Any, receiver: WebhookReceiver
+) -> None:
+    api = await api_factory(builtin_failure_rate=1.0, **FAST)
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="x", callbackUrl=receiver.url)
+    assert answer.status_code == 502
+    delivery = await settled_delivery(api, answer.json()["generationId"])
+    assert delivery.state == "delivered"
+    body = json.loads(receiver.received[0].body)
+    assert body["data"]["processingStatus"] == "failed"
+    assert body["data"]["errorMessage"]
+
+
+async def test_deliveries_stop_when_too_old(api_factory: Any, receiver: WebhookReceiver) -> None:
+    api = await api_factory(**{**FAST, "webhook_max_age_seconds": 0.3})
+    receiver.statuses = [500]
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="x", mode="async", callbackUrl=receiver.url)
+    delivery = await settled_delivery(api, answer.json()["generationId"])
+    assert delivery.state == "failed"
+    assert delivery.attempts == len(delivery.tries) >= 2
+    assert all(attempt.status_code == 500 for attempt in delivery.tries)
+    assert await api.services.webhooks.deliver_due() == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest",
+        "http://localhost/hook",
+        "http://[::1]/hook",
+        "ftp://example.com/hook",
+        "not a url",
+        "http:///nohost",
+    ],
+)
+async def test_unsafe_or_malformed_callback_urls_are_refused_and_cost_nothing(
+    api: Api, url: str
+) -> None:
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="x", callbackUrl=url)
+    assert answer.status_code == 400
+    assert answer.json()["type"] == "invalid_request"
+    assert answer.json()["error"].startswith("callbackUrl")
+    assert await api.balance(key) == 10
+
+
+async def test_callback_url_must_be_a_string(api: Api) -> None:
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="x", callbackUrl=42)
+    assert answer.status_code == 400
+    assert "callbackUrl" in answer.json()["error"]
+
+
+async def test_requests_without_a_callback_send_nothing(
+    api_factory: Any, receiver: WebhookReceiver
+) -> None:
+    api = await api_factory(**FAST)
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="x")
+    assert await delivery_of(api, answer.json()["generationId"]) is None
+    assert await api.services.webhooks.deliver_due() == 0
+    assert receiver.count() == 0

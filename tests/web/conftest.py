@@ -1,0 +1,68 @@
+"""A signed-in browser without a browser: an httpx client over ASGI that keeps
+cookies, reads CSRF tokens from pages and posts forms like the pages do."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from bananastand.db.models import Account
+from tests.conftest import Api
+
+PASSWORD = "correct horse battery"
+_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_of(page: httpx.Response) -> str:
+    match = _TOKEN.search(page.text)
+    assert match, f"no CSRF token on {page.url}"
+    return match.group(1)
+
+
+@dataclass
+class Browser:
+    client: httpx.AsyncClient
+    email: str = ""
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.get(path, **kwargs)
+
+    async def submit(self, page: str, action: str, **fields: Any) -> httpx.Response:
+        """Load `page`, then post its form to `action` with the page's CSRF token."""
+        token = csrf_of(await self.client.get(page))
+        return await self.client.post(action, data={"csrf_token": token, **fields})
+
+    async def account(self, api: Api) -> Account:
+        return await api.services.accounts.get(self.email)
+
+
+@pytest.fixture
+def browser_factory(api: Api) -> Any:
+    clients: list[httpx.AsyncClient] = []
+
+    def new() -> Browser:
+        transport = api.client._transport  # the same app, its own cookie jar
+        client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        clients.append(client)
+        return Browser(client)
+
+    async def signed_up(email: str | None = None, password: str = PASSWORD) -> Browser:
+        browser = new()
+        browser.email = email or f"user-{secrets.token_hex(4)}@example.test"
+        answer = await browser.submit(
+            "/console/signup",
+            "/console/signup",
+            email=browser.email,
+            password=password,
+            confirm=password,
+        )
+        assert answer.status_code == 303, answer.text
+        return browser
+
+    new.signed_up = signed_up  # type: ignore[attr-defined]
+    return new
