@@ -118,14 +118,16 @@ def test_operator_actions_are_audited_and_a_password_opens_the_console(  # type:
             log = await services.admin.audit_log()
             actions = [(entry.actor, entry.action) for entry in reversed(log)]
             assert actions == [
+                ("cli", "create_account"),
                 ("cli", "recharge"),
                 ("cli", "grant"),
                 ("cli", "deduct"),
                 ("cli", "update"),
                 ("cli", "update"),
+                ("cli", "set_password"),
             ]
-            assert log[0].details == {"concurrency_limit": 3}
-            assert log[-1].details["note"] == "invoice 7"
+            assert log[1].details == {"concurrency_limit": 3}
+            assert log[-2].details["note"] == "invoice 7"
             token, signed = await services.console_auth.sign_in(
                 email="ops@example.com", password="a long password", ip="127.0.0.1"
             )

@@ -24,7 +24,8 @@ class Administration:
         self.accounts = accounts
         self.billing = billing
 
-    async def _log(self, actor: str, action: str, account_id: str | None, **details: Any) -> None:
+    async def record(self, actor: str, action: str, account_id: str | None, **details: Any) -> None:
+        """Write one audit entry (for actions made elsewhere, e.g. a key the CLI made)."""
         async with self.db.write() as session:
             session.add(
                 AuditEntry(
@@ -50,7 +51,7 @@ class Administration:
         account = await self.billing.recharge(
             target.id, money=money, credits=credits, currency=currency, note=note
         )
-        await self._log(
+        await self.record(
             actor,
             "recharge",
             account.id,
@@ -68,7 +69,7 @@ class Administration:
             balance = await self.billing.grant(account_id, credits, reason=reason)
         else:
             balance = await self.billing.deduct(account_id, -credits, reason=reason)
-        await self._log(
+        await self.record(
             actor, "grant" if credits >= 0 else "deduct", account_id, credits=credits, reason=reason
         )
         return balance
@@ -105,7 +106,7 @@ class Administration:
         if reset_concurrency_limit:
             changes["concurrency_limit"] = "default"
         if changes:
-            await self._log(actor, "update", account.id, **changes)
+            await self.record(actor, "update", account.id, **changes)
         return account
 
     async def audit_log(

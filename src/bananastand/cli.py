@@ -71,13 +71,15 @@ def _announce(services: Services) -> None:
     base = services.settings.base_url
     lines = [
         f"Bananastand is serving the Nano Banana API at {base}/api/v1",
-        f"Web console: {base}/console"
-        + (
-            " (sign up there; the first account becomes an admin)"
-            if services.settings.console_signup and services.settings.console_first_account_admin
-            else ""
-        ),
+        f"Web console: {base}/console",
     ]
+    if services.pending_setup_code is not None:
+        lines += [
+            "",
+            "No admin yet: sign up on the console with this admin setup code to become one:",
+            "",
+            f"    admin setup code: {services.pending_setup_code}",
+        ]
     if services.demo_key is not None:
         lines += [
             "",
@@ -214,8 +216,19 @@ def create_account(
             is_admin=is_admin,
             concurrency_limit=concurrency,
         )
+        await services.admin.record(
+            "cli",
+            "create_account",
+            account.id,
+            email=account.email,
+            api_access=api_access,
+            is_pro=pro,
+            is_admin=is_admin,
+        )
         if credits:
-            await services.billing.grant(account.id, credits, reason="initial credits")
+            await services.admin.adjust(
+                "cli", account.id, credits=credits, reason="initial credits"
+            )
         return await _describe(services)(account)
 
     typer.echo(_run(action))
@@ -378,6 +391,7 @@ def set_password(
     async def action(services: Services) -> str:
         target = await services.accounts.get(account)
         await services.console_auth.set_password(target.id, password)
+        await services.admin.record("cli", "set_password", target.id)
         return f"password set for {target.email}"
 
     typer.echo(_run(action))
@@ -392,6 +406,7 @@ def create_key(
     async def action(services: Services) -> str:
         target = await services.accounts.get(account)
         created = await services.accounts.create_key(target.id, name=name)
+        await services.admin.record("cli", "create_key", target.id, prefix=created.key.prefix)
         return created.secret
 
     secret = _run(action)
@@ -426,6 +441,7 @@ def revoke_key(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) ->
 
     async def action(services: Services) -> str:
         revoked = await services.accounts.revoke_key(key)
+        await services.admin.record("cli", "revoke_key", revoked.account_id, prefix=revoked.prefix)
         return f"revoked {revoked.id} ({revoked.prefix}…)"
 
     typer.echo(_run(action))

@@ -239,7 +239,8 @@ class Settings(BaseSettings):
     )
     console_first_account_admin: bool = Field(
         True,
-        description="The first account signed up while no admin exists becomes an admin.",
+        description="While no admin exists, print an admin setup code at start; signing up "
+        "with it makes an admin.",
     )
     console_session_hours: float = Field(
         168.0, gt=0, description="How long a console sign-in lasts, in hours."

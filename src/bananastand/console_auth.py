@@ -4,12 +4,17 @@ A console session is not an API key and an API key is not a session: the API
 reads only `Authorization: Bearer nb_…`, the console only its session cookie.
 The cookie carries a random token; the database keeps its SHA-256, so a copy of
 the database does not sign anyone in. Each session has its own CSRF token.
+
+The first admin: while no account is an admin, signing up with the *admin setup
+code* (derived from the server's secret and printed on its console at start,
+never logged) makes one. Whoever can read the server's console is the operator.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -50,7 +55,7 @@ class ConsoleAuth:
         max_failures: int,
         window_seconds: float,
         signup_open: bool,
-        first_account_admin: bool,
+        setup_code: str | None,
     ) -> None:
         self.db = db
         self.accounts = accounts
@@ -58,8 +63,10 @@ class ConsoleAuth:
         self.max_failures = max_failures
         self.window_seconds = window_seconds
         self.signup_open = signup_open
-        self.first_account_admin = first_account_admin
+        self.setup_code = setup_code
         self._hasher = PasswordHasher()
+        # Each Argon2 run takes 64 MiB and a core for a while: a few at a time.
+        self._hashing = asyncio.Semaphore(2)
         # Verified against when the email is unknown, so both paths cost the same.
         self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
 
@@ -71,11 +78,13 @@ class ConsoleAuth:
             raise InvalidRequest(f"Use a password of at most {MAX_PASSWORD} characters")
         if email and password.strip().lower() == email.strip().lower():
             raise InvalidRequest("The password cannot be the email address")
-        return await asyncio.to_thread(self._hasher.hash, password)
+        async with self._hashing:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     async def _verify(self, stored: str | None, password: str) -> bool:
         try:
-            return await asyncio.to_thread(self._hasher.verify, stored or self._decoy, password)
+            async with self._hashing:
+                return await asyncio.to_thread(self._hasher.verify, stored or self._decoy, password)
         except (VerificationError, InvalidHashError):
             return False
 
@@ -92,11 +101,34 @@ class ConsoleAuth:
             )
 
     # --- sign up / sign in -----------------------------------------------------------
-    async def sign_up(self, *, email: str, password: str, display_name: str = "") -> Account:
+    async def needs_admin(self) -> bool:
+        """True while the admin setup code can still make the first admin."""
+        return self.setup_code is not None and not await self._any_admin()
+
+    async def sign_up(
+        self,
+        *,
+        email: str,
+        password: str,
+        ip: str,
+        display_name: str = "",
+        setup_code: str = "",
+    ) -> Account:
         if not self.signup_open:
             raise Forbidden("Sign-up is closed on this server; ask its operator for an account")
+        # Sign-ups count against the address's attempts (each costs two Argon2 runs).
+        await self._check_rate("", ip)
+        await self._note_attempt("", ip)
+        make_admin = False
+        if setup_code.strip():
+            if self.setup_code is None or not hmac.compare_digest(
+                setup_code.strip().encode(), self.setup_code.encode()
+            ):
+                raise InvalidRequest("That admin setup code is not right")
+            if await self._any_admin():
+                raise InvalidRequest("This server has an admin already: leave the code empty")
+            make_admin = True
         hashed = await self.hash_password(password, email=email)
-        make_admin = self.first_account_admin and not await self._any_admin()
         account = await self.accounts.create(
             email=email, display_name=display_name.strip()[:200], is_admin=make_admin
         )
@@ -114,23 +146,43 @@ class ConsoleAuth:
         """Check the password; answer a new session's cookie token and the session."""
         email = email.strip().lower()
         await self._check_rate(email, ip)
+        # Counted as a failure before the (slow) check, so a burst of parallel
+        # guesses cannot all slip under the limit; a success clears it.
+        attempt = await self._note_attempt(email, ip)
         async with self.db.read() as session:
             account = await session.scalar(select(Account).where(Account.email == email))
         ok = await self._verify(account.password_hash if account else None, password)
-        ok = ok and account is not None and account.password_hash is not None
-        async with self.db.write() as session:
-            session.add(LoginAttempt(email=email[:320], ip=ip[:64], succeeded=ok))
-        if not ok or account is None:
+        if not ok or account is None or account.password_hash is None:
             raise Unauthorized("Wrong email or password")
+        async with self.db.write() as session:
+            await session.execute(
+                update(LoginAttempt).where(LoginAttempt.id == attempt).values(succeeded=True)
+            )
         return await self._open(account)
+
+    async def _note_attempt(self, email: str, ip: str) -> int:
+        now = utcnow()
+        async with self.db.write() as session:
+            attempt = LoginAttempt(email=email[:320], ip=ip[:64], succeeded=False, created_at=now)
+            session.add(attempt)
+            # Forget attempts long past every window.
+            await session.execute(
+                delete(LoginAttempt).where(
+                    LoginAttempt.created_at < now - timedelta(seconds=self.window_seconds * 4)
+                )
+            )
+            await session.flush()
+            return attempt.id
 
     async def _check_rate(self, email: str, ip: str) -> None:
         since = utcnow() - timedelta(seconds=self.window_seconds)
         async with self.db.read() as session:
             for column, value, limit in (
-                (LoginAttempt.email, email, self.max_failures),
+                (LoginAttempt.email, email, self.max_failures if email else 0),
                 (LoginAttempt.ip, ip, self.max_failures * 4),
             ):
+                if not limit:
+                    continue
                 failures = await session.scalar(
                     select(func.count(LoginAttempt.id)).where(
                         column == value,
@@ -141,7 +193,7 @@ class ConsoleAuth:
                 if (failures or 0) >= limit:
                     minutes = max(1, round(self.window_seconds / 60))
                     raise TooManyAttempts(
-                        "Too many failed sign-in attempts; try again in "
+                        "Too many sign-in attempts; try again in "
                         f"{minutes} minute{'s' if minutes != 1 else ''}",
                         retry_after=int(self.window_seconds),
                     )
@@ -160,13 +212,8 @@ class ConsoleAuth:
                     expires_at=now + timedelta(seconds=self.session_seconds),
                 )
             )
-            # Housekeeping rides along: forget expired sessions and old attempts.
+            # Housekeeping rides along: forget expired sessions.
             await session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
-            await session.execute(
-                delete(LoginAttempt).where(
-                    LoginAttempt.created_at < now - timedelta(seconds=self.window_seconds * 4)
-                )
-            )
         return token, SignedIn(account=account, csrf_token=csrf, session_id=_digest(token))
 
     # --- sessions ------------------------------------------------------------------

@@ -10,6 +10,7 @@ the same generation changes nothing.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
 from bananastand.db import Database
-from bananastand.db.models import Generation, IdempotencyKey, StoredImage, utcnow
+from bananastand.db.models import (
+    Generation,
+    IdempotencyKey,
+    StoredImage,
+    WebhookDelivery,
+    utcnow,
+)
 from bananastand.errors import (
     ConcurrencyLimitExceeded,
     IdempotencyConflict,
@@ -284,6 +291,22 @@ class Generations:
                         height=image.height,
                         size_bytes=image.size_bytes,
                         expires_at=now + image_ttl,
+                        created_at=now,
+                    )
+                )
+            if record.callback_url:
+                # In the settlement's own transaction: a settled generation always
+                # has its webhook message (sent by `webhooks`, whoever settled it).
+                session.add(
+                    WebhookDelivery(
+                        id="msg_" + secrets.token_hex(12),
+                        account_id=record.account_id,
+                        generation_id=record.id,
+                        url=record.callback_url,
+                        payload="",  # the poll answer, built when sent
+                        state="pending",
+                        attempts=0,
+                        next_attempt_at=now,
                         created_at=now,
                     )
                 )

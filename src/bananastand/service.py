@@ -55,7 +55,7 @@ from bananastand.providers import (
 )
 from bananastand.references import ReferenceFetcher
 from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key
-from bananastand.views import final_event, record_view
+from bananastand.views import final_event
 from bananastand.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,10 @@ class GenerationService:
                 await self._drop_references(new.id, len(references))
             raise
         metrics.CREDITS.labels("charged").inc(record.credits_charged)
-        self._references[record.id] = references
+        if references and self.slots is None:
+            # Embedded: this process runs it and hands the images over in memory
+            # (scale-out workers read the copies saved above).
+            self._references[record.id] = references
         self.bus.open(record.id)
         if not previews and record.mode == "stream" and self.slots is None:
             self._no_previews.add(record.id)
@@ -547,20 +550,7 @@ class GenerationService:
                 generation_id, final_event(settled.generation, settled.balance, self.signer)
             )
             if record.callback_url and self.webhooks is not None:
-                await self._call_back(record)
-
-    async def _call_back(self, record: Generation) -> None:
-        """Queue the webhook; its delivery runs elsewhere and never holds this up."""
-        assert self.webhooks is not None and record.callback_url
-        try:
-            await self.webhooks.enqueue(
-                account_id=record.account_id,
-                generation_id=record.id,
-                url=record.callback_url,
-                payload={"data": record_view(record, self.signer)},
-            )
-        except Exception:  # the generation is settled whatever happens to its webhook
-            log.exception("could not queue the webhook of %s", record.id)
+                self.webhooks.wake()  # its message was written with the settlement
 
     async def _publish(self, generation_id: str, kind: str, message: str, progress: int) -> None:
         await self._publish_event(

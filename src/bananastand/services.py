@@ -13,7 +13,10 @@ What starts depends on the role and the mode:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -63,6 +66,8 @@ class Services:
     redis: Redis | None = None
     janitor: Janitor | None = None
     demo_key: CreatedKey | None = None
+    # The admin setup code, while no admin exists (printed by `serve`, never logged).
+    pending_setup_code: str | None = None
     role: str = "cli"
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -84,9 +89,8 @@ class Services:
                 allowed_networks=tuple(settings.reference_allowed_networks),
             )
         )
-        signer = UrlSigner(
-            load_or_create_secret(settings.signing_secret, settings.data_dir), settings.base_url
-        )
+        secret = load_or_create_secret(settings.signing_secret, settings.data_dir)
+        signer = UrlSigner(secret, settings.base_url)
         redis: Redis | None = None
         slots: RedisSlots | None = None
         bus: ProgressBus | RedisProgressBus = ProgressBus()
@@ -105,6 +109,7 @@ class Services:
 
         webhooks = Webhooks(
             db,
+            signer=signer,
             allowed_networks=settings.reference_allowed_networks,
             timeout_seconds=settings.webhook_timeout_seconds,
             backoff_seconds=settings.webhook_backoff_seconds,
@@ -142,7 +147,9 @@ class Services:
                 max_failures=settings.console_login_max_failures,
                 window_seconds=settings.console_login_window_seconds,
                 signup_open=settings.console_signup,
-                first_account_admin=settings.console_first_account_admin,
+                setup_code=admin_setup_code(secret)
+                if settings.console_first_account_admin
+                else None,
             ),
             admin=Administration(db, accounts, billing),
             webhooks=webhooks,
@@ -190,6 +197,9 @@ class Services:
         if role == "serve" and self.settings.demo_account and await self.accounts.count() == 0:
             with contextlib.suppress(Conflict):  # another API process was first
                 self.demo_key = await self.create_demo_account()
+        signup = role == "serve" and self.settings.console_signup
+        if signup and await self.console_auth.needs_admin():
+            self.pending_setup_code = self.console_auth.setup_code
         await self.generation.dispatcher.start()
         # Every process that settles generations also delivers their webhooks.
         self._background.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))
@@ -263,6 +273,14 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.close()
+
+
+def admin_setup_code(secret: bytes) -> str:
+    """The code that makes the first admin: stable for a server (every process of a
+    scale-out deployment shares the secret), unguessable without its secret."""
+    digest = hmac.new(secret, b"bananastand console admin setup", hashlib.sha256).digest()
+    text = base64.b32encode(digest).decode()[:16]
+    return "-".join(text[i : i + 4] for i in range(0, 16, 4))
 
 
 def _offered(

@@ -4,9 +4,11 @@ Signed the Standard Webhooks way (https://www.standardwebhooks.com): headers
 `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
 "{id}.{timestamp}.{body}">`, keyed with the account's `whsec_…` secret.
 
-Each message is a row (`webhook_deliveries`) written when the generation settles;
-a delivery loop in every server and worker process sends what is due, retrying
-with exponential backoff until a 2xx answer or until the message is too old.
+Each message is a row (`webhook_deliveries`) written in the same transaction that
+settles the generation, so none is lost to a crash; its body (the poll answer) is
+built when it is sent. A delivery loop in every server and worker process sends
+what is due, retrying with exponential backoff until a 2xx answer or until the
+message is too old.
 A process claims a message by moving its next attempt forward, so two processes
 never send one message at the same time. Generation never waits for any of this.
 Targets pass the same address checks as reference images, at submission and at
@@ -32,7 +34,7 @@ import httpx
 from sqlalchemy import select, update
 
 from bananastand.db import Database
-from bananastand.db.models import Account, WebhookAttempt, WebhookDelivery, utcnow
+from bananastand.db.models import Account, Generation, WebhookAttempt, WebhookDelivery, utcnow
 from bananastand.errors import InvalidRequest
 from bananastand.references import (
     BlockedAddressError,
@@ -43,11 +45,13 @@ from bananastand.references import (
     parse_networks,
     pinned_transport,
 )
+from bananastand.storage import UrlSigner
+from bananastand.views import record_view
 
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
-CLAIM_SECONDS = 60.0  # how long a claimed message is left to the process sending it
+BATCH = 16  # messages sent at once by one process (well under the connection pool)
 
 
 def new_secret() -> str:
@@ -66,6 +70,7 @@ class Webhooks:
         self,
         db: Database,
         *,
+        signer: UrlSigner,
         allowed_networks: Sequence[str],
         timeout_seconds: float,
         backoff_seconds: float,
@@ -75,6 +80,10 @@ class Webhooks:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.db = db
+        self.signer = signer
+        self.timeout_seconds = timeout_seconds
+        # A claimed message is left to its process this long: several attempts' time.
+        self.claim_seconds = max(60.0, timeout_seconds * 3)
         self._allowed = parse_networks(allowed_networks)
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -121,26 +130,9 @@ class Webhooks:
         return secret
 
     # --- messages ------------------------------------------------------------------
-    async def enqueue(
-        self, *, account_id: str, generation_id: str, url: str, payload: dict[str, Any]
-    ) -> str:
-        message_id = "msg_" + secrets.token_hex(12)
-        async with self.db.write() as session:
-            session.add(
-                WebhookDelivery(
-                    id=message_id,
-                    account_id=account_id,
-                    generation_id=generation_id,
-                    url=url,
-                    payload=json.dumps(payload, separators=(",", ":")),
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=utcnow(),
-                    created_at=utcnow(),
-                )
-            )
+    def wake(self) -> None:
+        """A message was just written: look now rather than at the next poll."""
         self._wake.set()
-        return message_id
 
     async def deliveries(self, account_id: str, *, limit: int = 50) -> list[WebhookDelivery]:
         async with self.db.read() as session:
@@ -182,7 +174,7 @@ class Webhooks:
                         WebhookDelivery.next_attempt_at <= utcnow(),
                     )
                     .order_by(WebhookDelivery.next_attempt_at)
-                    .limit(50)
+                    .limit(BATCH)
                 )
             )
         claimed = [delivery for delivery in due if await self._claim(delivery)]
@@ -198,9 +190,17 @@ class Webhooks:
                     WebhookDelivery.state == "pending",
                     WebhookDelivery.next_attempt_at == delivery.next_attempt_at,
                 )
-                .values(next_attempt_at=utcnow() + timedelta(seconds=CLAIM_SECONDS))
+                .values(next_attempt_at=utcnow() + timedelta(seconds=self.claim_seconds))
             )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def _body(self, generation_id: str) -> bytes:
+        """The poll answer, as `GET /api/v1/generate?id=` gives it."""
+        async with self.db.read() as session:
+            record = await session.scalar(select(Generation).where(Generation.id == generation_id))
+        assert record is not None
+        answer = {"data": record_view(record, self.signer)}
+        return json.dumps(answer, separators=(",", ":")).encode()
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
         async with self.db.read() as session:
@@ -208,7 +208,7 @@ class Webhooks:
                 select(Account.webhook_secret).where(Account.id == delivery.account_id)
             )
         secret = secret or await self.secret(delivery.account_id)
-        body = delivery.payload.encode()
+        body = await self._body(delivery.generation_id)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -220,24 +220,34 @@ class Webhooks:
         status: int | None = None
         error: str | None = None
         try:
-            response = await self._client.post(delivery.url, content=body, headers=headers)
-            status = response.status_code
+            # One deadline for the whole attempt; the answer's body is never read.
+            async with (
+                asyncio.timeout(self.timeout_seconds),
+                self._client.stream("POST", delivery.url, content=body, headers=headers) as answer,
+            ):
+                status = answer.status_code
         except BlockedAddressError:
             error = "the host resolves to a private or local address"
         except HostNotFoundError:
             error = "the host name does not resolve"
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             error = "timed out"
         except httpx.HTTPError as exc:
             error = f"connection failed ({type(exc).__name__})"
-        await self._record(delivery, status, error, int((time.monotonic() - started) * 1000))
+        duration = int((time.monotonic() - started) * 1000)
+        await self._record(delivery, body, status, error, duration)
 
     async def _record(
-        self, delivery: WebhookDelivery, status: int | None, error: str | None, duration_ms: int
+        self,
+        delivery: WebhookDelivery,
+        body: bytes,
+        status: int | None,
+        error: str | None,
+        duration_ms: int,
     ) -> None:
         now = utcnow()
         number = delivery.attempts + 1
-        values: dict[str, Any] = {"attempts": number}
+        values: dict[str, Any] = {"attempts": number, "payload": body.decode()}
         delivered = status is not None and 200 <= status < 300
         if delivered:
             values.update(state="delivered", next_attempt_at=None, finished_at=now)
@@ -249,6 +259,20 @@ class Webhooks:
             else:
                 values.update(next_attempt_at=next_at)
         async with self.db.write() as session:
+            # Only if no other process took the message over meanwhile (a claim that
+            # ran out): then its result, not this late one, counts.
+            result = await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery.id,
+                    WebhookDelivery.state == "pending",
+                    WebhookDelivery.attempts == delivery.attempts,
+                )
+                .values(**values)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                log.warning("webhook %s: a late attempt was discarded", delivery.id)
+                return
             session.add(
                 WebhookAttempt(
                     delivery_id=delivery.id,
@@ -258,9 +282,6 @@ class Webhooks:
                     duration_ms=duration_ms,
                     created_at=now,
                 )
-            )
-            await session.execute(
-                update(WebhookDelivery).where(WebhookDelivery.id == delivery.id).values(**values)
             )
         if delivered:
             log.info("webhook %s delivered (attempt %d)", delivery.id, number)

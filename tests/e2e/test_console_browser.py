@@ -53,7 +53,17 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def sign_up(page: Any, server: Server, email: str, *, screenshots: bool = False) -> None:
+def setup_code(server: Server) -> str:
+    """The admin setup code the server printed on its console."""
+    for line in server.output:
+        if "admin setup code:" in line:
+            return line.split("admin setup code:")[1].strip()
+    raise AssertionError("no admin setup code was printed:\n" + "".join(server.output))
+
+
+def sign_up(
+    page: Any, server: Server, email: str, *, screenshots: bool = False, code: str = ""
+) -> None:
     page.goto(server.url("/"))
     assert page.url.startswith(server.url("/console/signin"))
     if screenshots:
@@ -64,6 +74,8 @@ def sign_up(page: Any, server: Server, email: str, *, screenshots: bool = False)
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_label("Password again").fill(PASSWORD)
+    if code:
+        page.get_by_label("Admin setup code").fill(code)
     page.get_by_role("button", name="Create account").click()
     page.wait_for_url(server.url("/console?done=welcome"))
 
@@ -82,8 +94,8 @@ def test_a_new_user_from_sign_up_to_a_revoked_key(chromium: Any, server_factory:
     admin_page, page = operator.new_page(), user.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
 
-    # The operator signs up first and so becomes the admin.
-    sign_up(admin_page, server, "operator@example.test")
+    # The operator signs up with the admin setup code the server printed.
+    sign_up(admin_page, server, "operator@example.test", code=setup_code(server))
     assert nav(admin_page, "Admin").is_visible()
 
     # A user signs up: no API access yet, and the dashboard says what unlocks it.

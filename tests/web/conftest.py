@@ -47,19 +47,25 @@ def browser_factory(api: Api) -> Any:
 
     def new() -> Browser:
         transport = api.client._transport  # the same app, its own cookie jar
-        client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        # Over https, as the public address (https://images.example.test) says.
+        client = httpx.AsyncClient(transport=transport, base_url="https://testserver")
         clients.append(client)
         return Browser(client)
 
-    async def signed_up(email: str | None = None, password: str = PASSWORD) -> Browser:
+    async def signed_up(
+        email: str | None = None, password: str = PASSWORD, *, admin: bool = False
+    ) -> Browser:
+        """A new account, signed in; with `admin`, signed up with the admin setup code."""
         browser = new()
         browser.email = email or f"user-{secrets.token_hex(4)}@example.test"
+        code = api.services.console_auth.setup_code if admin else ""
         answer = await browser.submit(
             "/console/signup",
             "/console/signup",
             email=browser.email,
             password=password,
             confirm=password,
+            setup_code=code or "",
         )
         assert answer.status_code == 303, answer.text
         return browser

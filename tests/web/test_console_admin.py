@@ -8,7 +8,7 @@ from tests.conftest import Api
 
 
 async def admin_and_user(browser_factory: Any) -> tuple[Any, Any]:
-    admin = await browser_factory.signed_up("admin@example.test")  # first: admin
+    admin = await browser_factory.signed_up("admin@example.test", admin=True)
     user = await browser_factory.signed_up("user@example.test")
     return admin, user
 

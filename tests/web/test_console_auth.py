@@ -8,17 +8,47 @@ from tests.conftest import Api
 from tests.web.conftest import PASSWORD, csrf_of
 
 
-async def test_signing_up_signs_in_and_the_first_account_is_an_admin(
+async def test_signing_up_signs_in_and_only_the_setup_code_makes_an_admin(
     api: Api, browser_factory: Any
 ) -> None:
     first = await browser_factory.signed_up()
     dashboard = await first.get("/console")
     assert dashboard.status_code == 200
     assert first.email in dashboard.text
-    assert (await first.account(api)).is_admin
-    second = await browser_factory.signed_up()
-    assert not (await second.account(api)).is_admin
-    assert (await second.get("/console/admin/accounts")).status_code == 403
+    assert not (await first.account(api)).is_admin  # first come is not first served
+    assert (await first.get("/console/admin/accounts")).status_code == 403
+
+    stranger = browser_factory()
+    page = await stranger.get("/console/signup")
+    assert "Admin setup code" in page.text
+    guessed = await stranger.submit(
+        "/console/signup",
+        "/console/signup",
+        email="guess@example.test",
+        password=PASSWORD,
+        confirm=PASSWORD,
+        setup_code="AAAA-BBBB-CCCC-DDDD",
+    )
+    assert guessed.status_code == 400
+    assert "setup code is not right" in guessed.text
+    assert await api.services.accounts.count() == 1
+
+    operator = await browser_factory.signed_up(admin=True)
+    assert (await operator.account(api)).is_admin
+    assert (await operator.get("/console/admin/accounts")).status_code == 200
+    # Once there is an admin the code is spent, and the page stops asking for it.
+    assert "Admin setup code" not in (await browser_factory().get("/console/signup")).text
+    late = browser_factory()
+    answer = await late.submit(
+        "/console/signup",
+        "/console/signup",
+        email="late@example.test",
+        password=PASSWORD,
+        confirm=PASSWORD,
+        setup_code=api.services.console_auth.setup_code,
+    )
+    assert answer.status_code == 400
+    assert "has an admin already" in answer.text
 
 
 async def test_passwords_are_stored_as_argon2_hashes(api: Api, browser_factory: Any) -> None:
@@ -50,16 +80,23 @@ async def test_session_cookie_is_httponly_samesite_and_scoped_to_the_console(
     assert "httponly" in cookie
     assert "samesite=lax" in cookie
     assert "path=/console" in cookie
-    assert "secure" not in cookie  # plain http here; see the next test for https
+    assert "; secure" in cookie
 
 
-async def test_cookies_are_secure_over_https(api_factory: Any) -> None:
+async def test_cookies_are_secure_only_when_the_site_is_https(api_factory: Any) -> None:
     import httpx
 
-    api = await api_factory()
-    client = httpx.AsyncClient(transport=api.client._transport, base_url="https://testserver")
-    page = await client.get("/console/signin")
-    assert "secure" in page.headers["set-cookie"].lower()
+    api = await api_factory(public_base_url="http://127.0.0.1:8000")
+    for base, secure in (("http://testserver", False), ("https://testserver", True)):
+        client = httpx.AsyncClient(transport=api.client._transport, base_url=base)
+        page = await client.get("/console/signin")
+        assert ("; secure" in page.headers["set-cookie"].lower()) is secure, base
+        await client.aclose()
+    forced = await api_factory(
+        public_base_url="http://127.0.0.1:8000", console_secure_cookies="always"
+    )
+    client = httpx.AsyncClient(transport=forced.client._transport, base_url="http://testserver")
+    assert "; secure" in (await client.get("/console/signin")).headers["set-cookie"].lower()
     await client.aclose()
 
 
@@ -128,8 +165,15 @@ async def test_forms_without_the_csrf_token_are_refused(browser_factory: Any) ->
     for answer in (no_token, forged, cross_site):
         assert answer.status_code == 403
         assert "text/html" in answer.headers["content-type"]
-    keys = await user.get("/console/settings/keys")
-    assert "No keys yet" in keys.text
+    assert "No keys yet" in (await user.get("/console/settings/keys")).text
+    # Behind a proxy the browser's Origin is the public address: accepted.
+    for origin in ("https://images.example.test", "https://testserver"):
+        accepted = await user.client.post(
+            "/console/settings/keys",
+            data={"name": origin, "csrf_token": csrf_of(await user.get("/console"))},
+            headers={"Origin": origin},
+        )
+        assert accepted.status_code == 200, origin
     anonymous = browser_factory()
     await anonymous.get("/console/signin")
     refused = await anonymous.client.post(
@@ -151,7 +195,7 @@ async def test_failed_sign_ins_are_rate_limited(api_factory: Any, browser_factor
         "/console/signin", "/console/signin", email=user.email, password=PASSWORD
     )
     assert blocked.status_code == 429
-    assert "Too many failed sign-in attempts" in blocked.text
+    assert "Too many sign-in attempts" in blocked.text
     # The account's own session is untouched.
     assert (await user.get("/console")).status_code == 200
 
@@ -160,7 +204,7 @@ async def test_signup_can_be_closed_by_the_operator(api_factory: Any) -> None:
     import httpx
 
     api = await api_factory(console_signup=False)
-    client = httpx.AsyncClient(transport=api.client._transport, base_url="http://testserver")
+    client = httpx.AsyncClient(transport=api.client._transport, base_url="https://testserver")
     page = await client.get("/console/signup")
     assert page.status_code == 403
     assert "Sign-up is closed" in page.text

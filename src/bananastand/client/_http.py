@@ -172,6 +172,7 @@ class Client(_Base):
         reference_image_urls: Iterable[str] | None = None,
         mode: Literal["sync", "async"] = "sync",
         seed: int | None = None,
+        callback_url: str | None = None,
     ) -> Generation:
         """sync: waits for the images; async: returns as soon as it is accepted."""
         if mode not in ("sync", "async"):
@@ -184,6 +185,7 @@ class Client(_Base):
             reference_image_urls=reference_image_urls,
             mode=mode,
             seed=seed,
+            callback_url=callback_url,
         )
         return Generation.from_json(_json(self._send("POST", "/generate", json=body)))
 
@@ -196,6 +198,7 @@ class Client(_Base):
         quantity: int | None = None,
         reference_image_urls: Iterable[str] | None = None,
         seed: int | None = None,
+        callback_url: str | None = None,
     ) -> Iterator[StreamEvent]:
         """The generation's events as they arrive; the last is `complete` or `error`."""
         body = _generate_body(
@@ -206,6 +209,7 @@ class Client(_Base):
             reference_image_urls=reference_image_urls,
             mode="stream",
             seed=seed,
+            callback_url=callback_url,
         )
         attempt = 0
         while True:
@@ -351,6 +355,7 @@ class AsyncClient(_Base):
         reference_image_urls: Iterable[str] | None = None,
         mode: Literal["sync", "async"] = "sync",
         seed: int | None = None,
+        callback_url: str | None = None,
     ) -> Generation:
         if mode not in ("sync", "async"):
             raise ValueError("generate() takes mode 'sync' or 'async'; use stream() to stream")
@@ -362,6 +367,7 @@ class AsyncClient(_Base):
             reference_image_urls=reference_image_urls,
             mode=mode,
             seed=seed,
+            callback_url=callback_url,
         )
         return Generation.from_json(_json(await self._send("POST", "/generate", json=body)))
 
@@ -374,6 +380,7 @@ class AsyncClient(_Base):
         quantity: int | None = None,
         reference_image_urls: Iterable[str] | None = None,
         seed: int | None = None,
+        callback_url: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
         body = _generate_body(
             prompt,
@@ -383,6 +390,7 @@ class AsyncClient(_Base):
             reference_image_urls=reference_image_urls,
             mode="stream",
             seed=seed,
+            callback_url=callback_url,
         )
         attempt = 0
         while True:

@@ -227,6 +227,7 @@ def _generate_body(
     reference_image_urls: Iterable[str] | None,
     mode: str,
     seed: int | None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": prompt, "mode": mode}
     if model is not None:
@@ -240,6 +241,8 @@ def _generate_body(
         body["referenceImageUrls"] = refs
     if seed is not None:
         body["seed"] = seed
+    if callback_url is not None:
+        body["callbackUrl"] = callback_url  # a webhook when it ends (extension)
     return body
 
 

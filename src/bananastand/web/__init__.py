@@ -14,21 +14,12 @@ from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bananastand.web import account_pages, admin_pages, generation_pages
-from bananastand.web.deps import PREFIX, error_page
+from bananastand.web.deps import CONSOLE_HEADERS, PREFIX, error_page
 
 __all__ = ["error_page", "install"]
 
-_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; img-src 'self' data: blob: https: http:; "
-        b"script-src 'self'; style-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
-        b"form-action 'self'; base-uri 'none'",
-    ),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"same-origin"),
-]
+# Replaced (not doubled) on console responses.
+_REPLACED = {name for name, _value in CONSOLE_HEADERS} | {b"cache-control"}
 
 
 class ConsoleHeaders:
@@ -46,8 +37,12 @@ class ConsoleHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.extend(_HEADERS)
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() not in _REPLACED or (static and name == b"cache-control")
+                ]
+                headers.extend(CONSOLE_HEADERS)
                 if not static:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers

@@ -84,6 +84,7 @@ async def signup_page(request: Request, services: ServicesDep) -> Response:
         request,
         "signup.html",
         closed=not services.settings.console_signup,
+        needs_admin=await services.console_auth.needs_admin(),
         status_code=200 if services.settings.console_signup else 403,
     )
 
@@ -95,7 +96,13 @@ async def signup(request: Request, services: ServicesDep, form: SignedOutForm) -
     try:
         if password != _field(form, "confirm"):
             raise InvalidRequest("The two passwords differ")
-        await services.console_auth.sign_up(email=email, password=password, display_name=name)
+        await services.console_auth.sign_up(
+            email=email,
+            password=password,
+            display_name=name,
+            ip=_client_ip(request),
+            setup_code=_field(form, "setup_code"),
+        )
         token, _signed = await services.console_auth.sign_in(
             email=email, password=password, ip=_client_ip(request)
         )
@@ -108,6 +115,7 @@ async def signup(request: Request, services: ServicesDep, form: SignedOutForm) -
             email=email,
             name=name,
             closed=not services.settings.console_signup,
+            needs_admin=await services.console_auth.needs_admin(),
         )
     response = redirect(f"{PREFIX}?done=welcome")
     _start_session(response, request, token, services.settings.console_session_hours)

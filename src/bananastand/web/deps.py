@@ -33,6 +33,19 @@ FORM_COOKIE = "bananastand_form"  # double-submit CSRF token for signed-out form
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 
+# Sent with every console response (see `web.ConsoleHeaders`).
+CONSOLE_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data: blob: https: http:; script-src 'self'; "
+        b"style-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+        b"base-uri 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
@@ -40,7 +53,10 @@ def _time_left(expires_at: datetime) -> str:
     seconds = int((expires_at - utcnow()).total_seconds())
     if seconds <= 0:
         return "expired"
-    hours, rest = divmod(seconds, 3600)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f"{days} d {hours} h"
     return f"{hours} h {rest // 60} min" if hours else f"{max(1, rest // 60)} min"
 
 
@@ -54,8 +70,13 @@ class SignInRequired(Unauthorized):
 
 
 def secure_cookies(request: Request) -> bool:
-    mode = request.app.state.services.settings.console_secure_cookies
-    return mode == "always" or (mode == "auto" and request.url.scheme == "https")
+    """`auto`: when this request came over HTTPS or the server's public address is
+    https (a TLS proxy in front that does not say so still gets Secure cookies)."""
+    settings = request.app.state.services.settings
+    mode = settings.console_secure_cookies
+    if mode != "auto":
+        return bool(mode == "always")
+    return request.url.scheme == "https" or settings.base_url.startswith("https://")
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, **options: Any) -> None:
@@ -86,16 +107,22 @@ AdminDep = Annotated[SignedIn, Depends(admin)]
 
 
 def _check_origin(request: Request) -> None:
-    """Browsers send Origin on POSTs; one naming another site is refused outright."""
+    """Browsers send Origin on POSTs; one naming another site is refused outright.
+    This site is the Host asked for, the proxy's forwarded host, or the public URL."""
     origin = request.headers.get("origin")
-    host = request.headers.get("host", request.url.netloc)
-    if origin and origin != "null" and urlsplit(origin).netloc != host:
+    if not origin or origin == "null":
+        return
+    ours = {
+        request.headers.get("host", request.url.netloc),
+        request.headers.get("x-forwarded-host", ""),
+        urlsplit(request.app.state.services.settings.base_url).netloc,
+    }
+    if urlsplit(origin).netloc not in ours:
         raise Forbidden("Cross-site form submission refused")
 
 
-async def csrf_form(request: Request) -> FormData:
+async def csrf_form(request: Request, signed: SignedInDep) -> FormData:
     """The posted form of a signed-in page, after its CSRF token checked out."""
-    signed: SignedIn = request.state.signed
     _check_origin(request)
     form = await request.form()
     sent = form.get(CSRF_FIELD)
@@ -175,7 +202,14 @@ def error_page(request: Request, exc: BananastandError) -> Response | None:
             target = PREFIX
         return redirect(f"{PREFIX}/signin?next={quote(target)}")
     try:
-        return render(request, "error.html", status_code=exc.status, message=exc.message, exc=exc)
+        page = render(request, "error.html", status_code=exc.status, message=exc.message, exc=exc)
+        # Also when the error came from outside the app (a 500): the console's headers.
+        page.headers.update(
+            {name.decode(): value.decode() for name, value in CONSOLE_HEADERS}
+            | {"cache-control": "no-store"}
+        )
+        page.headers.update(exc.headers)
+        return page
     except Exception:  # a page that cannot render falls back to the JSON answer
         log.exception("could not render the error page for %s", path)
         return None

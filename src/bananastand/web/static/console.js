@@ -11,7 +11,12 @@ document.addEventListener("click", async (event) => {
     document.execCommand("copy");
   }
   button.textContent = "Copied";
-  setTimeout(() => { button.textContent = "Copy"; }, 2000);
+  const status = button.parentElement.querySelector('[role="status"]');
+  if (status) status.textContent = "Copied to the clipboard.";
+  setTimeout(() => {
+    button.textContent = "Copy";
+    if (status) status.textContent = "";
+  }, 2000);
 });
 document.addEventListener("submit", (event) => {
   const message = event.target.dataset.confirm;
