@@ -62,6 +62,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
     )
     del lock

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         30 * 1024 * 1024, description="Largest request body accepted (413 above)."
     )
     log_level: str = Field("info", description="Log level of the server.")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies trusted for X-Forwarded-For/-Proto (comma-separated IPs or CIDRs, "
+        "`*` for any): the client address and scheme the console's limits and cookies use.",
+    )
 
     # --- requests ---------------------------------------------------------
     catalog_path: Path | None = Field(
