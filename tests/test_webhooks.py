@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from bananastand.webhooks import new_secret
 from tests.conftest import BOTH_DEPLOYMENTS, Api, wait_until
 from tests.fakes.webhook_receiver import WebhookReceiver
 
@@ -94,6 +95,16 @@ async def test_signatures_fail_for_a_changed_body_or_another_secret(
     assert other != secret
     with pytest.raises(WebhookVerificationError):
         Webhook(other).verify(received.body, received.headers)
+    # After a rotation both secrets verify new messages for a day (receivers switch
+    # over without losing any); a made-up one never does.
+    answer = await api.generate(key, prompt="y", callbackUrl=receiver.url)
+    await settled_delivery(api, answer.json()["generationId"])
+    after = receiver.received[-1]
+    assert len(after.headers["webhook-signature"].split(" ")) == 2
+    for usable in (secret, other):
+        assert Webhook(usable).verify(after.body, after.headers)["data"]["prompt"] == "y"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(after.body, after.headers)
 
 
 async def test_failed_generations_are_called_back_too(

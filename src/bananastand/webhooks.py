@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 BATCH = 16  # messages sent at once by one process (well under the connection pool)
+ROTATION_GRACE = timedelta(days=1)
 
 
 def new_secret() -> str:
@@ -117,17 +118,44 @@ class Webhooks:
 
     # --- secrets -------------------------------------------------------------------
     async def secret(self, account_id: str, *, rotate: bool = False) -> str:
-        """The account's signing secret, made on first use (or anew with `rotate`)."""
+        """The account's signing secret, made on first use (or anew with `rotate`;
+        the old one keeps signing alongside it for `ROTATION_GRACE`)."""
         async with self.db.write() as session:
             query = update(Account).where(Account.id == account_id)
-            if not rotate:
-                query = query.where(Account.webhook_secret.is_(None))
-            await session.execute(query.values(webhook_secret=new_secret()))
+            if rotate:
+                query = query.values(
+                    webhook_previous_secret=Account.webhook_secret,
+                    webhook_rotated_at=utcnow(),
+                    webhook_secret=new_secret(),
+                )
+            else:
+                query = query.where(Account.webhook_secret.is_(None)).values(
+                    webhook_secret=new_secret()
+                )
+            await session.execute(query)
             secret = await session.scalar(
                 select(Account.webhook_secret).where(Account.id == account_id)
             )
         assert secret is not None
         return secret
+
+    async def _signing_secrets(self, account_id: str) -> list[str]:
+        """The current secret, and the previous one while its grace period lasts."""
+        async with self.db.read() as session:
+            row = (
+                await session.execute(
+                    select(
+                        Account.webhook_secret,
+                        Account.webhook_previous_secret,
+                        Account.webhook_rotated_at,
+                    ).where(Account.id == account_id)
+                )
+            ).one()
+        current, previous, rotated_at = row
+        secrets_ = [current or await self.secret(account_id)]
+        if previous and rotated_at and utcnow() - rotated_at < ROTATION_GRACE:
+            secrets_.append(previous)
+        return secrets_
 
     # --- messages ------------------------------------------------------------------
     def wake(self) -> None:
@@ -203,18 +231,15 @@ class Webhooks:
         return json.dumps(answer, separators=(",", ":")).encode()
 
     async def _attempt(self, delivery: WebhookDelivery) -> None:
-        async with self.db.read() as session:
-            secret = await session.scalar(
-                select(Account.webhook_secret).where(Account.id == delivery.account_id)
-            )
-        secret = secret or await self.secret(delivery.account_id)
+        keys = await self._signing_secrets(delivery.account_id)
         body = await self._body(delivery.generation_id)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
             "webhook-id": delivery.id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, delivery.id, timestamp, body),
+            # Space-separated signatures: receivers accept the message if any matches.
+            "webhook-signature": " ".join(sign(k, delivery.id, timestamp, body) for k in keys),
         }
         started = time.monotonic()
         status: int | None = None

@@ -222,3 +222,40 @@ def test_pages_are_keyboard_reachable_and_labelled(chromium: Any, server_factory
         )
         assert unnamed == [], (path, unnamed)
     page.close()
+
+
+def test_the_playground_shows_live_previews(
+    chromium: Any, server_factory: Any, tmp_path: Path
+) -> None:
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.providers.test_openai import KEY, LIVE, write_catalog
+
+    with FakeOpenAI(api_key=KEY) as fake:
+        server = server_factory(
+            catalog_path=write_catalog(tmp_path),
+            openai_api_key=KEY,
+            openai_base_url=fake.url + "/v1",
+        ).start()
+        page = chromium.new_page()
+        sign_up(page, server, "previews@example.test")
+        granted = server.cli("admin", "grant", "previews@example.test", "20", "--reason", "test")
+        assert granted.returncode == 0, granted.stderr
+        nav(page, "Playground").click()
+        page.get_by_label("Prompt").fill("A red kite")
+        page.get_by_label("Model").select_option(LIVE)
+        page.evaluate(
+            """() => {
+                window.previews = [];
+                const img = document.getElementById('preview');
+                new MutationObserver(() => window.previews.push(img.src))
+                    .observe(img, {attributes: true, attributeFilter: ['src']});
+            }"""
+        )
+        page.get_by_role("button", name="Generate").click()
+        page.locator("#images img").first.wait_for()
+        previews = page.evaluate("window.previews")
+        assert len(previews) == 2, previews  # partialImages = 2 in the catalogue
+        assert all(src.startswith("data:image/") for src in previews)
+        assert page.locator("#preview").is_hidden()  # replaced by the result
+        shot(page, "15-playground-previews")
+        page.close()

@@ -67,6 +67,10 @@ class Account(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # Signs the account's webhooks (Standard Webhooks `whsec_…`); made on first use.
     webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The secret before the last rotation, still signed with until `webhook_rotated_at`
+    # is a day old, so receivers can switch over without losing messages.
+    webhook_previous_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    webhook_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ApiKey(Base):

@@ -22,6 +22,8 @@ def upgrade() -> None:
     with op.batch_alter_table("accounts") as batch:
         batch.add_column(sa.Column("password_hash", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("webhook_secret", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("webhook_previous_secret", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("webhook_rotated_at", UTC, nullable=True))
     with op.batch_alter_table("generations") as batch:
         batch.add_column(sa.Column("callback_url", sa.Text(), nullable=True))
     op.create_table(
@@ -103,5 +105,7 @@ def downgrade() -> None:
     with op.batch_alter_table("generations") as batch:
         batch.drop_column("callback_url")
     with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("webhook_rotated_at")
+        batch.drop_column("webhook_previous_secret")
         batch.drop_column("webhook_secret")
         batch.drop_column("password_hash")
