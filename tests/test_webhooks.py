@@ -172,3 +172,30 @@ async def test_requests_without_a_callback_send_nothing(
     assert await delivery_of(api, answer.json()["generationId"]) is None
     assert await api.services.webhooks.deliver_due() == 0
     assert receiver.count() == 0
+
+
+async def test_finished_messages_are_pruned_after_30_days(
+    api_factory: Any, receiver: WebhookReceiver
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bananastand.db.models import WebhookDelivery, utcnow
+
+    api = await api_factory(**FAST)
+    key = await api.account(credits=10)
+    old = await api.generate(key, prompt="old", callbackUrl=receiver.url)
+    new = await api.generate(key, prompt="new", callbackUrl=receiver.url)
+    for answer in (old, new):
+        await settled_delivery(api, answer.json()["generationId"])
+    long_ago = utcnow() - timedelta(days=31)
+    async with api.services.db.write() as session:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.generation_id == old.json()["generationId"])
+            .values(finished_at=long_ago)
+        )
+    assert await api.services.webhooks.prune() == 1
+    assert await delivery_of(api, old.json()["generationId"]) is None
+    assert await delivery_of(api, new.json()["generationId"]) is not None

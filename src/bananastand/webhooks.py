@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from bananastand.db import Database
 from bananastand.db.models import Account, Generation, WebhookAttempt, WebhookDelivery, utcnow
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
 BATCH = 16  # messages sent at once by one process (well under the connection pool)
 ROTATION_GRACE = timedelta(days=1)
+KEEP = timedelta(days=30)  # finished messages stay listed in the console this long
 
 
 def new_secret() -> str:
@@ -182,14 +183,29 @@ class Webhooks:
 
     # --- delivery --------------------------------------------------------------------
     async def run_forever(self) -> None:
+        pruned_at = 0.0
         while True:
             try:
                 await self.deliver_due()
+                if time.monotonic() - pruned_at > 3600:
+                    pruned_at = time.monotonic()
+                    await self.prune()
             except Exception:
                 log.exception("webhook delivery round failed")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+    async def prune(self) -> int:
+        """Forget messages (and their attempts) finished more than `KEEP` ago."""
+        cutoff = utcnow() - KEEP
+        async with self.db.write() as session:
+            old = select(WebhookDelivery.id).where(WebhookDelivery.finished_at < cutoff)
+            await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(old)))
+            result = await session.execute(
+                delete(WebhookDelivery).where(WebhookDelivery.finished_at < cutoff)
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def deliver_due(self) -> int:
         """Send every message that is due now; answers how many were tried."""
