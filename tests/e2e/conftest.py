@@ -85,6 +85,17 @@ class Server:
     def url(self, path: str) -> str:
         return self.base_url + path
 
+    def record(self, generation_id: str) -> dict[str, Any]:
+        """`GET /api/v1/generate?id=` with the demo key: the record's `data`."""
+        response = requests.get(
+            self.url("/api/v1/generate"),
+            params={"id": generation_id},
+            headers=self.headers,
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["data"]  # type: ignore[no-any-return]
+
     def kill(self) -> None:
         """kill -9: no shutdown code runs."""
         if self.process and self.process.poll() is None:

@@ -57,17 +57,6 @@ def credits(server: Server) -> int:
     return int(response.json()["data"]["credits"])
 
 
-def record(server: Server, generation_id: str) -> dict[str, Any]:
-    response = requests.get(
-        server.url("/api/v1/generate"),
-        params={"id": generation_id},
-        headers=server.headers,
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["data"]  # type: ignore[no-any-return]
-
-
 def saved_paths(stdout: str, cwd: Path) -> list[Path]:
     return [cwd / p for p in re.findall(r"^Saved (.+)$", stdout, flags=re.MULTILINE)]
 
@@ -94,7 +83,7 @@ def test_quickstart_curl(server: Server, tmp_path: Path) -> None:
     image = requests.get(url, timeout=10)
     assert image.status_code == 200
     assert image.headers["Content-Type"] == "image/png"
-    data = record(server, answer["generationId"])
+    data = server.record(answer["generationId"])
     assert data["processingStatus"] == "completed"
     assert data["prompt"] == "A cute orange cat sitting on a windowsill"
     assert data["modelUsed"] == "nano-banana"
@@ -109,7 +98,7 @@ def test_sync_example_downloads_images(server: Server, tmp_path: Path) -> None:
     assert all(p.parent == tmp_path / "images" for p in paths)
     generation_id = paths[0].name.split("_")[0]
     assert_pngs(paths, generation_id, 2)
-    data = record(server, generation_id)
+    data = server.record(generation_id)
     assert data["processingStatus"] == "completed"
     assert data["prompt"] == "a lighthouse at dusk"
     assert len(data["outputImageUrls"]) == 2
@@ -129,7 +118,7 @@ def test_stream_example_follows_progress(server: Server, tmp_path: Path) -> None
     assert len(paths) == 1 and paths[0].parent == tmp_path / "streamed"
     generation_id = paths[0].name.split("_")[0]
     assert_pngs(paths, generation_id, 1)
-    assert record(server, generation_id)["processingStatus"] == "completed"
+    assert server.record(generation_id)["processingStatus"] == "completed"
     assert "Credits used: 1, remaining: 99" in result.stdout
     assert credits(server) == 99
 

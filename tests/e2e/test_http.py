@@ -59,22 +59,11 @@ def credits(server: Server) -> int:
     return int(response.json()["data"]["credits"])
 
 
-def read_record(server: Server, generation_id: str) -> dict[str, Any]:
-    response = requests.get(
-        server.url("/api/v1/generate"),
-        params={"id": generation_id},
-        headers=server.headers,
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["data"]  # type: ignore[no-any-return]
-
-
 def settled(server: Server, generation_id: str, timeout: float = 15.0) -> dict[str, Any]:
     """Poll GET /generate?id= until the record reaches a terminal state."""
 
     def check() -> dict[str, Any] | None:
-        data = read_record(server, generation_id)
+        data = server.record(generation_id)
         return data if data["processingStatus"] in ("completed", "failed") else None
 
     return wait_until(check, timeout=timeout)
@@ -184,7 +173,7 @@ def test_stream_framing_and_keepalives(server_factory: Any) -> None:
     assert data["success"] is True
     assert data["creditsUsed"] == 1 and data["remainingCredits"] == 99 == credits(server)
     assert len(data["imageUrls"]) == 1
-    assert read_record(server, data["generationId"])["processingStatus"] == "completed"
+    assert server.record(data["generationId"])["processingStatus"] == "completed"
 
 
 def test_stream_client_that_leaves_does_not_lose_the_generation(server_factory: Any) -> None:
@@ -242,7 +231,7 @@ def test_sync_client_that_times_out_does_not_lose_the_generation(server_factory:
     ids = {row[2] for row in ledger(server) if row[0] < 0}
     assert len(ids) == 2 and second.json()["generationId"] in ids
     (abandoned,) = ids - {second.json()["generationId"]}
-    data = read_record(server, abandoned)
+    data = server.record(abandoned)
     assert data["processingStatus"] == "completed"
     assert data["prompt"] == "impatient"
     assert data["creditsUsed"] == 1

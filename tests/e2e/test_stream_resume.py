@@ -79,17 +79,6 @@ def reconnect(server: Server, generation_id: str, last_event_id: int | None) -> 
     )
 
 
-def read_record(server: Server, generation_id: str) -> dict[str, Any]:
-    response = requests.get(
-        server.url("/api/v1/generate"),
-        params={"id": generation_id},
-        headers=server.headers,
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["data"]  # type: ignore[no-any-return]
-
-
 def drop_mid_way(server: Server, prompt: str) -> tuple[str, list[Numbered]]:
     """Start an opted-in stream and hang up after the first rendering step, while
     the generation still runs. Returns the generation id and what arrived."""
@@ -101,7 +90,7 @@ def drop_mid_way(server: Server, prompt: str) -> tuple[str, list[Numbered]]:
             if item[1]["message"].startswith("Rendering"):
                 break
     assert received[-1][1]["type"] == "status"
-    assert read_record(server, generation_id)["processingStatus"] == "processing"
+    assert server.record(generation_id)["processingStatus"] == "processing"
     return generation_id, received
 
 
@@ -136,7 +125,7 @@ def test_a_dropped_stream_resumes_and_ends_with_exactly_one_complete(
     data = final["data"]
     assert data["success"] is True and data["generationId"] == generation_id
     assert data["creditsUsed"] == 1 and data["remainingCredits"] == 99
-    record = read_record(server, generation_id)
+    record = server.record(generation_id)
     assert record["processingStatus"] == "completed"
     assert record["outputImageUrls"] == data["imageUrls"]
 
@@ -182,4 +171,4 @@ def test_scale_out_a_stream_dropped_on_one_api_process_resumes_on_another(
         after = list(events_of(response))
     final = assert_one_clean_stream(before + after)
     assert final["data"]["generationId"] == generation_id
-    assert final["data"]["imageUrls"] == read_record(second, generation_id)["outputImageUrls"]
+    assert final["data"]["imageUrls"] == second.record(generation_id)["outputImageUrls"]
