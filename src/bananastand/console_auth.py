@@ -100,6 +100,26 @@ class ConsoleAuth:
                 delete(ConsoleSession).where(ConsoleSession.account_id == account.id)
             )
 
+    async def change_password(
+        self, signed: SignedIn, *, current: str, new: str, ip: str
+    ) -> tuple[str, SignedIn]:
+        """Check the current password (counted like a sign-in), set the new one, end
+        every other session and answer a fresh one for this browser."""
+        await self._check_rate(signed.account.email, ip)
+        attempt = await self._note_attempt(signed.account.email, ip)
+        async with self.db.read() as session:
+            stored = await session.scalar(
+                select(Account.password_hash).where(Account.id == signed.account.id)
+            )
+        if not await self._verify(stored, current) or stored is None:
+            raise Unauthorized("The current password is not right")
+        async with self.db.write() as session:
+            await session.execute(
+                update(LoginAttempt).where(LoginAttempt.id == attempt).values(succeeded=True)
+            )
+        await self.set_password(signed.account.id, new)
+        return await self._open(await self.accounts.get(signed.account.id))
+
     # --- sign up / sign in -----------------------------------------------------------
     async def needs_admin(self) -> bool:
         """True while the admin setup code can still make the first admin."""

@@ -184,6 +184,11 @@ def test_a_new_user_from_sign_up_to_a_revoked_key(chromium: Any, server_factory:
     shot(page, "12-dashboard-phone")
     page.set_viewport_size({"width": 1280, "height": 800})
 
+    # Settings → Account: the email in the header opens it.
+    page.get_by_role("link", name="user@example.test").click()
+    assert page.get_by_role("heading", name="Change password").is_visible()
+    shot(page, "16-account")
+
     # Settings → Webhooks: the signing secret, ready to copy.
     nav(page, "Webhooks").click()
     assert page.get_by_test_id("webhook-secret").input_value().startswith("whsec_")
@@ -213,7 +218,14 @@ def test_pages_are_keyboard_reachable_and_labelled(chromium: Any, server_factory
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     # Every form control on every page has an accessible name.
-    for path in ("/console", "/console/settings/keys", "/console/playground"):
+    for path in (
+        "/console",
+        "/console/settings/keys",
+        "/console/settings/webhooks",
+        "/console/settings/account",
+        "/console/playground",
+        "/console/generations",
+    ):
         page.goto(server.url(path))
         unnamed = page.evaluate(
             """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]

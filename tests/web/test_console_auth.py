@@ -252,3 +252,42 @@ async def test_admin_cli_sets_a_password_that_signs_in(api: Api, browser_factory
     )
     assert answer.status_code == 303
     assert (await browser.get("/console/admin/accounts")).status_code == 200
+
+
+async def test_changing_the_password_signs_out_every_other_browser(
+    browser_factory: Any,
+) -> None:
+    here = await browser_factory.signed_up()
+    elsewhere = browser_factory()
+    signed_in = await elsewhere.submit(
+        "/console/signin", "/console/signin", email=here.email, password=PASSWORD
+    )
+    assert signed_in.status_code == 303
+    wrong = await here.submit(
+        "/console/settings/account",
+        "/console/settings/account/password",
+        current="not it at all",
+        new="a brand new password",
+        confirm="a brand new password",
+    )
+    assert wrong.status_code == 401
+    assert "current password is not right" in wrong.text
+    changed = await here.submit(
+        "/console/settings/account",
+        "/console/settings/account/password",
+        current=PASSWORD,
+        new="a brand new password",
+        confirm="a brand new password",
+    )
+    assert changed.status_code == 303
+    assert (await here.get("/console")).status_code == 200  # this browser stays in
+    gone = await elsewhere.get("/console", follow_redirects=False)
+    assert gone.status_code == 303  # the other one is out
+    old = await browser_factory().submit(
+        "/console/signin", "/console/signin", email=here.email, password=PASSWORD
+    )
+    assert old.status_code == 401
+    new = await browser_factory().submit(
+        "/console/signin", "/console/signin", email=here.email, password="a brand new password"
+    )
+    assert new.status_code == 303

@@ -204,6 +204,34 @@ async def revoke_key(
     return redirect(f"{PREFIX}/settings/keys?done=revoked")
 
 
+# --- Settings → Account -------------------------------------------------------------
+@router.get("/settings/account")
+async def account_page(request: Request, signed: SignedInDep) -> Response:
+    done = request.query_params.get("done") == "password"
+    return render(request, "account.html", notice="Your password is changed." if done else None)
+
+
+@router.post("/settings/account/password")
+async def change_password(
+    request: Request, services: ServicesDep, signed: SignedInDep, form: CsrfForm
+) -> Response:
+    try:
+        if _field(form, "new") != _field(form, "confirm"):
+            raise InvalidRequest("The two new passwords differ")
+        token, _fresh = await services.console_auth.change_password(
+            signed,
+            current=_field(form, "current"),
+            new=_field(form, "new"),
+            ip=_client_ip(request),
+        )
+    except BananastandError as exc:
+        return render(request, "account.html", status_code=exc.status, error=exc.message)
+    # Every other browser is signed out; this one continues on a new session.
+    response = redirect(f"{PREFIX}/settings/account?done=password")
+    _start_session(response, request, token, services.settings.console_session_hours)
+    return response
+
+
 # --- Settings → Webhooks -------------------------------------------------------------
 @router.get("/settings/webhooks")
 async def webhooks_page(request: Request, services: ServicesDep, signed: SignedInDep) -> Response:
