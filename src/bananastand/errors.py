@@ -156,5 +156,5 @@ class ServerBusy(BananastandError):
     type = "server_busy"
     default_message = "Server busy: the generation queue is full, retry later"
 
-    def __init__(self, *, retry_after: int) -> None:
-        super().__init__(headers={"Retry-After": str(retry_after)})
+    def __init__(self, message: str | None = None, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

@@ -310,9 +310,21 @@ class GenerationService:
         return Submission(record, balance)
 
     async def _take_slot(self, caller: Caller, new: NewGeneration) -> None:
-        """Scale-out: take the account's slot (and a queue place) in Redis first."""
+        """Scale-out: take the account's slot (and a queue place) in Redis first.
+        Without Redis nothing can be admitted safely: 503, nothing charged."""
         if self.slots is None:
             return
+        try:
+            await self._take_redis_slot(caller, new)
+        except (OSError, RedisError):
+            log.warning("Redis unavailable: generation %s refused", new.id)
+            raise ServerBusy(
+                "Server busy: its coordination service is unavailable; retry shortly",
+                retry_after=5,
+            ) from None
+
+    async def _take_redis_slot(self, caller: Caller, new: NewGeneration) -> None:
+        assert self.slots is not None
         limit = caller.account.concurrency_limit or self.settings.default_concurrency_limit
         granted, active = await self.slots.acquire(new.account_id, new.id, limit=limit)
         if not granted:
