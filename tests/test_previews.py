@@ -8,8 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from bananastand.previews import data_url
-from bananastand.service import _without_preview
+from bananastand.previews import data_url, without_preview
 
 
 def decode(url: str) -> Image.Image:
@@ -43,8 +42,8 @@ def test_a_small_preview_is_never_enlarged_and_stays_small() -> None:
 def test_leaving_a_preview_out_restores_the_plain_event() -> None:
     plain = {"type": "status", "message": "Denoising step 1 of 4", "progress": 26}
     with_preview = {**plain, "data": {"previewImage": "data:image/jpeg;base64,AAAA"}}
-    assert _without_preview(with_preview) == plain
-    assert list(_without_preview(with_preview)) == ["type", "message", "progress"]
-    assert _without_preview(plain) is plain
+    assert without_preview(with_preview) == plain
+    assert list(without_preview(with_preview)) == ["type", "message", "progress"]
+    assert without_preview(plain) is plain
     final = {"type": "complete", "message": "m", "progress": 100, "data": {"success": True}}
-    assert _without_preview(final) is final
+    assert without_preview(final) is final

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import Any
 
 from PIL import Image
 
@@ -33,3 +34,13 @@ def data_url(image: Image.Image, *, max_side: int, fmt: str = "jpeg") -> str:
     else:
         picture.save(buffer, pil_format, quality=QUALITY)
     return f"data:{mime};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def without_preview(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as it would be with previews off (no `data` if only a preview)."""
+    data = event.get("data")
+    if not isinstance(data, dict) or "previewImage" not in data:
+        return event
+    rest = {key: value for key, value in data.items() if key != "previewImage"}
+    event = {key: value for key, value in event.items() if key != "data"}
+    return {**event, "data": rest} if rest else event

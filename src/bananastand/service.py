@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -29,10 +27,10 @@ from redis.exceptions import RedisError
 from bananastand import metrics, previews
 from bananastand.accounts import Caller
 from bananastand.billing import balance_in
-from bananastand.catalog import Catalog, ModelSpec
+from bananastand.catalog import Catalog
 from bananastand.config import Settings
 from bananastand.db.models import Generation
-from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ProRequired, ServerBusy
+from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ServerBusy
 from bananastand.generations import (
     TERMINAL,
     Generations,
@@ -44,6 +42,7 @@ from bananastand.generations import (
 from bananastand.ids import new_id
 from bananastand.jobs import Dispatcher, Runner
 from bananastand.limits import RedisSlots
+from bananastand.previews import without_preview
 from bananastand.progress import FINAL_TYPES, Event, Numbered, ProgressBus
 from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import (
@@ -55,41 +54,22 @@ from bananastand.providers import (
 )
 from bananastand.references import ReferenceFetcher
 from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key
+from bananastand.validation import (
+    GenerateParams,
+    Prepared,
+    check_idempotency_key,
+    prepare,
+    request_hash,
+    summarise_reference,
+)
 from bananastand.views import final_event
 from bananastand.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 
-MODES = ("sync", "stream", "async")
 INTERRUPTED = "Interrupted: the server stopped before this generation finished"
 CANCELLED = "Cancelled by the client; refunded"
 LOST = "Interrupted too many times (the processes running it stopped); refunded"
-
-
-@dataclass(frozen=True)
-class GenerateParams:
-    """A generation request as it arrives, before validation (see `prepare`)."""
-
-    prompt: Any
-    selected_model: str | None = None
-    reference_image_urls: list[str] | None = None
-    aspect_ratio: str | None = None
-    quantity: float | int | None = None
-    mode: str | None = None
-    seed: int | None = None
-    callback_url: str | None = None
-
-
-@dataclass(frozen=True)
-class Prepared:
-    model: ModelSpec
-    prompt: str
-    mode: str
-    aspect_ratio: str
-    quantity: int
-    reference_urls: list[str]
-    seed: int
-    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,55 +135,7 @@ class GenerationService:
 
     # --- accepting ---------------------------------------------------------
     def prepare(self, params: GenerateParams, *, is_pro: bool) -> Prepared:
-        """Validate a request against the contract and the model's capabilities."""
-        if not isinstance(params.prompt, str) or not params.prompt.strip():
-            raise InvalidRequest("prompt is required and must be a non-empty string")
-        prompt = params.prompt.strip()
-        if len(prompt) > self.settings.max_prompt_length:
-            raise InvalidRequest(
-                f"prompt is too long: {len(prompt)} characters, "
-                f"the limit is {self.settings.max_prompt_length}"
-            )
-        mode = params.mode if params.mode is not None else "sync"
-        if mode not in MODES:
-            raise InvalidRequest(f"mode must be one of sync, stream, async (got {mode!r})")
-        model = self.catalog.get(
-            (params.selected_model or "").strip() or self.settings.default_model
-        )
-        if model.requires_pro and not is_pro:
-            raise ProRequired(f"The model {model.name!r} requires a Pro account")
-        references = list(params.reference_image_urls or [])
-        if references and not model.supports_image_input:
-            raise InvalidRequest(
-                f"The model {model.name!r} does not accept reference images (image-to-image)"
-            )
-        limit = min(model.max_reference_images, self.settings.reference_max_count)
-        if len(references) > limit:
-            raise InvalidRequest(
-                f"Too many reference images: {len(references)}; "
-                f"{model.name!r} accepts at most {limit}"
-            )
-        ratio = (params.aspect_ratio or "default").strip()
-        if ratio != "default" and not model.supports_aspect_ratio:
-            raise InvalidRequest(
-                f'The model {model.name!r} does not support aspectRatio; omit it or use "default"'
-            )
-        if ratio != "default" and ratio not in model.aspect_ratios:
-            raise InvalidRequest(
-                f"aspectRatio {ratio!r} is not supported by {model.name!r}; "
-                f'use "default" or one of: {", ".join(model.aspect_ratios)}'
-            )
-        quantity = _clamp_quantity(
-            params.quantity, min(model.max_quantity, self.settings.max_quantity)
-        )
-        if model.streaming:
-            quantity = 1
-        seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
-        if params.callback_url is not None and not isinstance(params.callback_url, str):
-            raise InvalidRequest("callbackUrl must be a URL string")
-        return Prepared(
-            model, prompt, mode, ratio, quantity, references, seed % 2**31, params.callback_url
-        )
+        return prepare(params, settings=self.settings, catalog=self.catalog, is_pro=is_pro)
 
     async def submit(
         self,
@@ -220,7 +152,7 @@ class GenerationService:
         prepared = self.prepare(params, is_pro=caller.account.is_pro)
         idempotency = None
         if idempotency_key is not None:
-            idempotency = (_check_idempotency_key(idempotency_key), _request_hash(params))
+            idempotency = (check_idempotency_key(idempotency_key), request_hash(params))
             earlier = await self.generations.replayed(caller.account.id, *idempotency)
             if earlier is not None:
                 return await self._replay(earlier.id)
@@ -269,7 +201,7 @@ class GenerationService:
             mode=prepared.mode,
             aspect_ratio=prepared.aspect_ratio,
             quantity=prepared.quantity,
-            reference_urls=[_summarise(url) for url in prepared.reference_urls],
+            reference_urls=[summarise_reference(url) for url in prepared.reference_urls],
             seed=prepared.seed,
             callback_url=callback_url,
             unit_cost=prepared.model.unit_cost(len(references)),
@@ -383,7 +315,7 @@ class GenerationService:
                     continue
                 last = seq
                 event = {**event, "progress": progress}
-                yield seq, (event if previews else _without_preview(event))
+                yield seq, (event if previews else without_preview(event))
         except (OSError, RedisError):
             log.warning("progress of %s unavailable; following the database", generation_id)
         if final_seq is not None and after is not None and final_seq <= after:
@@ -659,43 +591,4 @@ class GenerationService:
         return len(expired)
 
 
-def _clamp_quantity(value: float | int | None, maximum: int) -> int:
-    if value is None:
-        return 1
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest("quantity must be a number")
-    if isinstance(value, float) and math.isnan(value):
-        raise InvalidRequest("quantity must be a number")
-    if value >= maximum:  # also +Infinity (JSON 1e400): truncated, as the contract says
-        return maximum
-    return max(math.trunc(value), 1) if value >= 1 else 1
-
-
-def _check_idempotency_key(key: str) -> str:
-    key = key.strip()
-    if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 printable characters")
-    return key
-
-
-def _request_hash(params: GenerateParams) -> str:
-    """The request as sent, canonically: the same body gives the same hash."""
-    canonical = json.dumps(dataclasses.asdict(params), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _without_preview(event: Event) -> Event:
-    """The event as it would be with previews off (no `data` if only a preview)."""
-    data = event.get("data")
-    if not isinstance(data, dict) or "previewImage" not in data:
-        return event
-    rest = {key: value for key, value in data.items() if key != "previewImage"}
-    event = {key: value for key, value in event.items() if key != "data"}
-    return {**event, "data": rest} if rest else event
-
-
-def _summarise(url: str) -> str:
-    """What the record keeps of a reference URL: data URLs are not stored whole."""
-    if url.startswith("data:"):
-        return url.split(",", 1)[0] + ",…"
-    return url
+# END

@@ -198,7 +198,7 @@ async def test_cancel_from_the_console_refunds_a_waiting_generation(
     await enabled(api, user, credits=10)
     account = await user.account(api)
     from bananastand.accounts import Caller
-    from bananastand.service import GenerateParams
+    from bananastand.validation import GenerateParams
 
     # An async generation held in the queue: the async runner is busy with nothing
     # else, so admit it without dispatching by asking the service directly.

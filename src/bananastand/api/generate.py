@@ -31,8 +31,8 @@ from pydantic import (
 from bananastand.api import schemas
 from bananastand.api.deps import CurrentCaller, ServicesDep
 from bananastand.errors import GenerationFailed, InvalidRequest
-from bananastand.service import GenerateParams
 from bananastand.services import Services
+from bananastand.validation import GenerateParams
 from bananastand.views import record_view, sync_result
 
 router = APIRouter(prefix="/api/v1", tags=["generate"])

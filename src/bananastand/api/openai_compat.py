@@ -32,9 +32,9 @@ from bananastand.accounts import Caller
 from bananastand.api.deps import CurrentCaller, ServicesDep
 from bananastand.catalog import ModelSpec
 from bananastand.errors import BananastandError, GenerationFailed, InvalidRequest
-from bananastand.service import GenerateParams
 from bananastand.services import Services
 from bananastand.storage import image_key
+from bananastand.validation import GenerateParams
 from bananastand.views import image_urls
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from starlette.responses import Response, StreamingResponse
 from bananastand.accounts import Caller
 from bananastand.api.deps import ServicesDep
 from bananastand.errors import InvalidRequest
-from bananastand.service import GenerateParams
 from bananastand.services import Services
+from bananastand.validation import GenerateParams
 from bananastand.views import image_urls, processing_status
 from bananastand.web.deps import (
     PREFIX,
