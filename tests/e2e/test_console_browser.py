@@ -103,6 +103,11 @@ def test_a_new_user_from_sign_up_to_a_revoked_key(chromium: Any, server_factory:
     assert page.get_by_test_id("api-access").inner_text() == "Not enabled"
     assert "1000" in page.content()
     assert nav(page, "Admin").count() == 0
+    refused = page.goto(server.url("/console/admin/accounts"))
+    assert refused is not None and refused.status == 403
+    assert page.get_by_role("heading", name="Not allowed").is_visible()
+    shot(page, "17-admin-refused")
+    page.go_back()
 
     # Settings → API Keys: create one and read it off the page.
     nav(page, "API Keys").click()
