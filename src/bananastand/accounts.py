@@ -71,8 +71,8 @@ class Accounts:
         concurrency_limit: int | None = None,
     ) -> Account:
         email = email.strip().lower()
-        if not _EMAIL_SHAPE.match(email):
-            raise InvalidRequest(f"Not an email address: {email!r}")
+        if len(email) > 320 or not _EMAIL_SHAPE.match(email) or "\x00" in email:
+            raise InvalidRequest(f"Not an email address: {email[:80]!r}")
         try:
             return await self._insert(
                 email=email,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -53,9 +54,9 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     lock = _single_server_lock(settings) if not settings.scale_out else None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Before anything is created or printed once (the demo key): the port must be free.
+    _check_port(settings.host, settings.port)
+    _configure_logging(settings.log_level)
     application = create_app(settings, on_ready=_announce)
     uvicorn.run(
         application,
@@ -96,8 +97,40 @@ def _announce(services: Services) -> None:
             f'      -H "Authorization: Bearer {services.demo_key.secret}" \\',
             """      -d '{"prompt": "A cute orange cat sitting on a windowsill"}'""",
         ]
+    elif services.settings.demo_account:
+        lines += [
+            "",
+            "The demo account's key (demo@bananastand.local) was shown on the first start "
+            "only; make another with:",
+            "    bananastand admin create-key demo@bananastand.local",
+        ]
     # Printed to the console, never logged: the key must not reach log files.
     print("\n".join(lines), flush=True)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # httpx logs every request's full URL at INFO: callback and reference URLs may
+    # carry credentials (user:password@, presigned query strings).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            typer.echo(
+                f"error: cannot listen on {host}:{port} ({exc.strerror}); "
+                "choose another port with BANANASTAND_PORT=… (or --port)",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
 
 def _single_server_lock(settings: Settings) -> Any:
@@ -108,7 +141,9 @@ def _single_server_lock(settings: Settings) -> Any:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         typer.echo(
-            f"error: another bananastand server is already using {settings.data_dir}", err=True
+            f"error: another bananastand server is already using {settings.data_dir.resolve()}; "
+            "stop it, or give this one its own BANANASTAND_DATA_DIR",
+            err=True,
         )
         raise typer.Exit(1) from None
     return handle
@@ -131,9 +166,7 @@ def worker() -> None:
             err=True,
         )
         raise typer.Exit(2)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings.log_level)
     asyncio.run(_work(settings))
 
 

@@ -29,6 +29,7 @@ from bananastand.db.models import Account, ConsoleSession, LoginAttempt, utcnow
 from bananastand.errors import Forbidden, InvalidRequest, TooManyAttempts, Unauthorized
 
 MIN_PASSWORD = 8
+SIGNUP = "(sign-up)"  # the `email` of the attempts that count sign-ups
 MAX_PASSWORD = 256
 
 
@@ -137,12 +138,12 @@ class ConsoleAuth:
         if not self.signup_open:
             raise Forbidden("Sign-up is closed on this server; ask its operator for an account")
         # Sign-ups count against the address's attempts (each costs two Argon2 runs).
-        await self._check_rate("", ip)
-        await self._note_attempt("", ip)
+        await self._check_rate(SIGNUP, ip)
+        await self._note_attempt(SIGNUP, ip)
         make_admin = False
         if setup_code.strip():
             if self.setup_code is None or not hmac.compare_digest(
-                setup_code.strip().encode(), self.setup_code.encode()
+                setup_code.strip().upper().encode(), self.setup_code.encode()
             ):
                 raise InvalidRequest("That admin setup code is not right")
             if await self._any_admin():
@@ -175,8 +176,14 @@ class ConsoleAuth:
         if not ok or account is None or account.password_hash is None:
             raise Unauthorized("Wrong email or password")
         async with self.db.write() as session:
+            # Signed in: this attempt succeeded, and the email's earlier failures end.
             await session.execute(
                 update(LoginAttempt).where(LoginAttempt.id == attempt).values(succeeded=True)
+            )
+            await session.execute(
+                delete(LoginAttempt).where(
+                    LoginAttempt.email == email, LoginAttempt.succeeded.is_(False)
+                )
             )
         return await self._open(account)
 
@@ -195,25 +202,32 @@ class ConsoleAuth:
             return attempt.id
 
     async def _check_rate(self, email: str, ip: str) -> None:
+        """Failed sign-ins per email and per address; sign-ups (any outcome) per
+        address, counted apart so a busy office never locks its admin out."""
         since = utcnow() - timedelta(seconds=self.window_seconds)
+        signup = email == SIGNUP
+        checks = (
+            [(LoginAttempt.ip == ip, self.max_failures * 4)]
+            if signup
+            else [
+                (LoginAttempt.email == email, self.max_failures),
+                ((LoginAttempt.ip == ip) & (LoginAttempt.email != SIGNUP), self.max_failures * 4),
+            ]
+        )
         async with self.db.read() as session:
-            for column, value, limit in (
-                (LoginAttempt.email, email, self.max_failures if email else 0),
-                (LoginAttempt.ip, ip, self.max_failures * 4),
-            ):
-                if not limit:
-                    continue
-                failures = await session.scalar(
-                    select(func.count(LoginAttempt.id)).where(
-                        column == value,
-                        LoginAttempt.created_at >= since,
-                        LoginAttempt.succeeded.is_(False),
-                    )
+            for where, limit in checks:
+                query = select(func.count(LoginAttempt.id)).where(
+                    where, LoginAttempt.created_at >= since
                 )
-                if (failures or 0) >= limit:
+                if signup:
+                    query = query.where(LoginAttempt.email == SIGNUP)
+                else:
+                    query = query.where(LoginAttempt.succeeded.is_(False))
+                if (await session.scalar(query) or 0) >= limit:
                     minutes = max(1, round(self.window_seconds / 60))
+                    what = "sign-ups from this address" if signup else "sign-in attempts"
                     raise TooManyAttempts(
-                        "Too many sign-in attempts; try again in "
+                        f"Too many {what}; try again in "
                         f"{minutes} minute{'s' if minutes != 1 else ''}",
                         retry_after=int(self.window_seconds),
                     )

@@ -51,6 +51,8 @@ def prepare(
     if not isinstance(params.prompt, str) or not params.prompt.strip():
         raise InvalidRequest("prompt is required and must be a non-empty string")
     prompt = params.prompt.strip()
+    if "\x00" in prompt:
+        raise InvalidRequest("prompt must not contain NUL characters")
     if len(prompt) > settings.max_prompt_length:
         raise InvalidRequest(
             f"prompt is too long: {len(prompt)} characters, "

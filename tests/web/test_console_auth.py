@@ -196,6 +196,7 @@ async def test_failed_sign_ins_are_rate_limited(api_factory: Any, browser_factor
     )
     assert blocked.status_code == 429
     assert "Too many sign-in attempts" in blocked.text
+    assert blocked.headers["retry-after"] == "900"
     # The account's own session is untouched.
     assert (await user.get("/console")).status_code == 200
 
@@ -291,3 +292,41 @@ async def test_changing_the_password_signs_out_every_other_browser(
         "/console/signin", "/console/signin", email=here.email, password="a brand new password"
     )
     assert new.status_code == 303
+
+
+async def test_a_right_password_clears_the_failures_and_sign_ups_do_not_lock_sign_in(
+    api_factory: Any,
+) -> None:
+    import httpx
+
+    api = await api_factory(console_login_max_failures=2)  # 2 per email, 8 per address
+    client = httpx.AsyncClient(transport=api.client._transport, base_url="https://testserver")
+
+    async def post(path: str, **fields: str) -> httpx.Response:
+        client.cookies.delete("bananastand_session", path="/console")
+        token = csrf_of(await client.get(path))
+        return await client.post(path, data={"csrf_token": token, **fields})
+
+    async def sign_up(email: str) -> httpx.Response:
+        return await post("/console/signup", email=email, password=PASSWORD, confirm=PASSWORD)
+
+    assert (await sign_up("owner@example.test")).status_code == 303
+    # One wrong, one right, one wrong: the right one cleared the first.
+    for password, status in ((" wrong one", 401), (PASSWORD, 303), (" wrong two", 401)):
+        answer = await post("/console/signin", email="owner@example.test", password=password)
+        assert answer.status_code == status
+    assert (
+        await post("/console/signin", email="owner@example.test", password=PASSWORD)
+    ).status_code == 303
+    # Sign-ups from one address are limited on their own (8 here) ...
+    for number in range(7):
+        assert (await sign_up(f"colleague{number}@example.test")).status_code == 303
+    refused = await sign_up("one-too-many@example.test")
+    assert refused.status_code == 429
+    assert "sign-ups from this address" in refused.text
+    assert refused.headers["retry-after"]
+    # ... and never lock anyone out of signing in.
+    assert (
+        await post("/console/signin", email="owner@example.test", password=PASSWORD)
+    ).status_code == 303
+    await client.aclose()

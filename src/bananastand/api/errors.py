@@ -10,10 +10,11 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from bananastand.errors import BananastandError
+from bananastand.errors import BananastandError, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,19 @@ def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
         error.status = exc.status_code  # type: ignore[misc]
         error.type = _HTTP_TYPES.get(exc.status_code, "error")  # type: ignore[misc]
         return respond(request, error)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError) -> Response:
+        # The database refused a value the client sent (PostgreSQL: text with NUL
+        # characters, or too long for its column). Not the server's fault.
+        log.info("refused an unstorable value on %s %s", request.method, request.url.path)
+        return respond(
+            request,
+            InvalidRequest(
+                "A value in the request cannot be stored: text must not contain NUL "
+                "characters and must fit its field"
+            ),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

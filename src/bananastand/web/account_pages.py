@@ -64,6 +64,7 @@ async def signin(request: Request, services: ServicesDep, form: SignedOutForm) -
             request,
             "signin.html",
             status_code=exc.status,
+            headers=exc.headers,
             error=exc.message,
             email=email,
             next=target,
@@ -111,6 +112,7 @@ async def signup(request: Request, services: ServicesDep, form: SignedOutForm) -
             request,
             "signup.html",
             status_code=exc.status,
+            headers=exc.headers,
             error=exc.message,
             email=email,
             name=name,
@@ -225,7 +227,13 @@ async def change_password(
             ip=_client_ip(request),
         )
     except BananastandError as exc:
-        return render(request, "account.html", status_code=exc.status, error=exc.message)
+        return render(
+            request,
+            "account.html",
+            status_code=exc.status,
+            headers=exc.headers,
+            error=exc.message,
+        )
     # Every other browser is signed out; this one continues on a new session.
     response = redirect(f"{PREFIX}/settings/account?done=password")
     _start_session(response, request, token, services.settings.console_session_hours)

@@ -156,21 +156,36 @@ def check_csrf_header(request: Request, signed: SignedIn) -> None:
         raise Forbidden("Missing or stale CSRF token; reload the page")
 
 
-def render(request: Request, template: str, *, status_code: int = 200, **context: Any) -> Response:
+def render(
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Response:
     signed: SignedIn | None = getattr(request.state, "signed", None)
     context.setdefault("account", signed.account if signed else None)
     context.setdefault("csrf", signed.csrf_token if signed else "")
     context.setdefault("settings", request.app.state.services.settings)
-    response = templates.TemplateResponse(request, template, context, status_code=status_code)
-    return response
+    return templates.TemplateResponse(
+        request, template, context, status_code=status_code, headers=headers
+    )
 
 
 def render_signed_out(
-    request: Request, template: str, *, status_code: int = 200, **context: Any
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
 ) -> Response:
     """A sign-in or sign-up page, with a fresh double-submit token when it has none."""
     token = request.cookies.get(FORM_COOKIE) or secrets.token_urlsafe(32)
-    response = render(request, template, status_code=status_code, csrf=token, **context)
+    response = render(
+        request, template, status_code=status_code, headers=headers, csrf=token, **context
+    )
     set_cookie(response, request, FORM_COOKIE, token, samesite="strict")
     return response
 
