@@ -73,6 +73,9 @@ async def test_grant_and_deduct_need_a_reason_and_never_go_negative(api: Api) ->
         ("recharge_money", ("nan",)),
         ("recharge_money", ("inf",)),
         ("recharge_money", ("1e40",)),
+        ("recharge_money", ("1e9",)),
+        ("recharge_money", ("10.123",)),
+        ("recharge_money", ("1,000",)),
         ("recharge_credits", (10**23,)),
     ],
 )

@@ -55,7 +55,7 @@ class Administration:
             actor,
             "recharge",
             account.id,
-            money=str(money),
+            money=str(Decimal(str(money).strip()).quantize(Decimal("0.01"))),  # as recorded
             currency=(currency or self.billing.currency).upper(),
             credits=credits,
             note=note,

@@ -7,6 +7,7 @@ acceptance, negative) and `refund` (what was not produced, positive).
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, select
@@ -21,6 +22,7 @@ from bananastand.errors import InsufficientCredits, InvalidRequest
 MAX_CREDITS_PER_CHANGE = 10**12
 MAX_BALANCE = 10**15
 MAX_MONEY = Decimal("1e12")
+_MONEY = re.compile(r"-?\d{1,15}(\.\d{1,2})?")
 
 
 def _check_credits(credits: int) -> None:
@@ -100,13 +102,16 @@ class Billing:
     ) -> Account:
         """Record money paid in and the credits it buys. Recharges in the server's
         currency count toward the API-access threshold; reaching it enables access."""
+        text = str(money).strip()
+        # Plain amounts with at most two decimals: "99", "99.5", "99.50" (no "1e9").
+        if not _MONEY.fullmatch(text):
+            raise InvalidRequest(
+                f"Not a money amount: {text[:40]!r} (use digits, at most two decimals)"
+            )
         try:
-            amount = Decimal(str(money))
-            if not amount.is_finite():
-                raise InvalidOperation
-            amount = amount.quantize(Decimal("0.01"))
+            amount = Decimal(text).quantize(Decimal("0.01"))
         except InvalidOperation:
-            raise InvalidRequest(f"Not a money amount: {money!r}") from None
+            raise InvalidRequest(f"Not a money amount: {text[:40]!r}") from None
         if amount <= 0 or amount > MAX_MONEY:
             raise InvalidRequest(f"A recharge amount must be positive and at most {MAX_MONEY:f}")
         if credits < 0:

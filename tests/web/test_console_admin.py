@@ -97,6 +97,10 @@ async def test_bad_admin_input_is_explained_and_changes_nothing(
         ("credits", {"direction": "grant", "credits": "ten", "reason": "x"}, "whole number"),
         ("credits", {"direction": "grant", "credits": "5", "reason": " "}, "reason is required"),
         ("credits", {"direction": "deduct", "credits": "5", "reason": "x"}, "Cannot deduct"),
+        ("credits", {"direction": "deduct", "credits": "-5", "reason": "x"}, "must be a positive"),
+        ("credits", {"direction": "bogus", "credits": "5", "reason": "x"}, "grant or to deduct"),
+        ("recharge", {"money": "10.123", "credits": "5"}, "at most two decimals"),
+        ("recharge", {"money": "1e9", "credits": "5"}, "Not a money amount"),
         ("flags", {"concurrency_limit": "0"}, "at least 1"),
     ]
     for action, fields, message in cases:

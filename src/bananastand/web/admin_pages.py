@@ -99,10 +99,13 @@ async def act(
             done = "recharged"
         elif action == "credits":
             credits = _integer(form, "credits", "Credits")
-            if _text(form, "direction") == "deduct":
+            direction = _text(form, "direction")
+            if direction not in ("grant", "deduct"):
+                raise InvalidRequest("Choose to grant or to deduct")
+            if credits <= 0:
+                raise InvalidRequest(f"Credits to {direction} must be a positive number")
+            if direction == "deduct":
                 credits = -credits
-            elif credits <= 0:
-                raise InvalidRequest("Credits to grant must be positive")
             await admin.adjust(actor, target.id, credits=credits, reason=_text(form, "reason"))
             done = "credits"
         elif action == "flags":
