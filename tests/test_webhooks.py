@@ -199,3 +199,10 @@ async def test_finished_messages_are_pruned_after_30_days(
     assert await api.services.webhooks.prune() == 1
     assert await delivery_of(api, old.json()["generationId"]) is None
     assert await delivery_of(api, new.json()["generationId"]) is not None
+
+
+async def test_an_empty_callback_url_means_none(api: Api) -> None:
+    key = await api.account(credits=10)
+    answer = await api.generate(key, prompt="x", callbackUrl="")
+    assert answer.status_code == 200
+    assert await delivery_of(api, answer.json()["generationId"]) is None

@@ -140,7 +140,8 @@ class Settings(BaseSettings):
     reference_max_redirects: int = Field(3, description="Redirects followed per reference.")
     reference_allowed_networks: list[str] = Field(
         default_factory=list,
-        description="CIDRs exempt from the private-address block (tests, trusted intranets).",
+        description="CIDRs exempt from the private-address block of reference images and "
+        'webhook `callbackUrl`s (local testing, trusted intranets), e.g. `["127.0.0.0/8"]`.',
     )
 
     # --- scale-out ------------------------------------------------------------

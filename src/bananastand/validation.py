@@ -88,10 +88,18 @@ def prepare(
     if model.streaming:
         quantity = 1
     seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
-    if params.callback_url is not None and not isinstance(params.callback_url, str):
+    callback = params.callback_url
+    if callback is not None and not isinstance(callback, str):
         raise InvalidRequest("callbackUrl must be a URL string")
     return Prepared(
-        model, prompt, mode, ratio, quantity, references, seed % 2**31, params.callback_url
+        model,
+        prompt,
+        mode,
+        ratio,
+        quantity,
+        references,
+        seed % 2**31,
+        (callback or "").strip() or None,  # "" means none
     )
 
 
