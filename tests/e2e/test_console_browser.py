@@ -101,7 +101,7 @@ def test_a_new_user_from_sign_up_to_a_revoked_key(chromium: Any, server_factory:
     # A user signs up: no API access yet, and the dashboard says what unlocks it.
     sign_up(page, server, "user@example.test", screenshots=True)
     assert page.get_by_test_id("api-access").inner_text() == "Not enabled"
-    assert "1000" in page.content()
+    assert "1,000 CNY" in page.content()
     assert nav(page, "Admin").count() == 0
     refused = page.goto(server.url("/console/admin/accounts"))
     assert refused is not None and refused.status == 403

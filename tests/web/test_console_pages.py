@@ -178,6 +178,26 @@ async def test_playground_refuses_calls_without_the_csrf_header(
     assert await api.services.billing.balance((await user.account(api)).id) == 50
 
 
+async def test_playground_validation_names_the_field(api: Api, browser_factory: Any) -> None:
+    user = await browser_factory.signed_up()
+    page = await user.get("/console/playground")
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+    answer = await user.client.post(
+        "/console/playground/generate",
+        json={"prompt": "a lighthouse", "quantity": "two"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "quantity must be a number", "type": "invalid_request"}
+
+
+async def test_a_stale_history_cursor_starts_from_the_newest(browser_factory: Any) -> None:
+    user = await browser_factory.signed_up()
+    answer = await user.get("/console/generations?before=garbage")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/generations"
+
+
 async def test_playground_errors_are_json_the_page_can_show(api: Api, browser_factory: Any) -> None:
     user = await browser_factory.signed_up()  # no credits
     page = await user.get("/console/playground")

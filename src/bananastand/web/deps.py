@@ -63,6 +63,20 @@ def _time_left(expires_at: datetime) -> str:
 templates.env.filters["time_left"] = _time_left
 templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M UTC")
 templates.env.filters["thousands"] = lambda value: f"{value:,}"
+templates.env.filters["money"] = lambda value: f"{value:,.2f}".removesuffix(".00")
+templates.env.filters["plural"] = lambda count, word: f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    """1 day, 36 hours, 20 min, 45 s: the largest unit that reads naturally."""
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if (seconds >= size and seconds % size == 0) or seconds >= 2 * size:
+            count = round(seconds / size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{round(seconds)} s"
+
+
+templates.env.filters["duration"] = _duration
 
 
 class SignInRequired(Unauthorized):

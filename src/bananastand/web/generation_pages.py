@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from bananastand.accounts import Caller
 from bananastand.api.deps import ServicesDep
-from bananastand.errors import InvalidRequest
+from bananastand.errors import NotFound
 from bananastand.services import Services
 from bananastand.validation import GenerateParams
 from bananastand.views import image_urls, processing_status
@@ -33,9 +34,12 @@ PAGE_SIZE = 20
 @router.get("/generations")
 async def history(request: Request, services: ServicesDep, signed: SignedInDep) -> Response:
     before = request.query_params.get("before") or None
-    rows = await services.generation.generations.page(
-        signed.account.id, limit=PAGE_SIZE + 1, before=before
-    )
+    try:
+        rows = await services.generation.generations.page(
+            signed.account.id, limit=PAGE_SIZE + 1, before=before
+        )
+    except NotFound:  # a stale or mangled "Older" link: start from the newest
+        return redirect(f"{PREFIX}/generations")
     signer = services.generation.signer
     return render(
         request,
@@ -99,7 +103,7 @@ class PlaygroundRequest(BaseModel):
     prompt: StrictStr
     selectedModel: StrictStr | None = None
     aspectRatio: StrictStr | None = None
-    quantity: StrictInt | None = None
+    quantity: StrictInt | StrictFloat | None = None
     referenceImageUrls: list[StrictStr] | None = None
 
 
@@ -111,8 +115,8 @@ async def playground_generate(
     check_csrf_header(request, signed)
     try:
         body = PlaygroundRequest.model_validate_json(await request.body())
-    except ValidationError:
-        raise InvalidRequest("Fill in a prompt, a model and a quantity") from None
+    except ValidationError as exc:  # the API's own messages ("quantity must be a number")
+        raise RequestValidationError(exc.errors(include_input=False)) from None
     submission = await services.generation.submit(
         Caller(account=signed.account, key_id=None),
         GenerateParams(
