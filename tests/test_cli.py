@@ -136,3 +136,11 @@ def test_operator_actions_are_audited_and_a_password_opens_the_console(  # type:
             await services.stop()
 
     asyncio.run(check())
+
+
+def test_admin_commands_refuse_a_folder_without_the_servers_data(run) -> None:  # type: ignore[no-untyped-def]
+    missing = run("admin", "create-key", "demo@bananastand.local", ok=False)
+    assert "no database at" in missing.output
+    assert "BANANASTAND_DATA_DIR" in missing.output
+    run("admin", "create-account", "first@example.com")  # may start a new database
+    assert "first@example.com" in run("admin", "list-accounts").output

@@ -8,6 +8,7 @@ import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -194,9 +195,22 @@ def migrate() -> None:
 # --- admin ----------------------------------------------------------------------
 
 
-def _run(action: Callable[[Services], Awaitable[T]]) -> T:
+def _run(action: Callable[[Services], Awaitable[T]], *, creates: bool = False) -> T:
+    """Run an admin action on the server's data. Only `creates` actions may start
+    a new SQLite database: anything else there means the wrong folder."""
+    settings = _settings()
+    if settings.is_sqlite and not creates:
+        path = Path(settings.resolved_database_url.split("///", 1)[1])
+        if not path.exists():
+            typer.echo(
+                f"error: no database at {path.resolve()}: run this where the server keeps its "
+                "data (the folder `make serve` runs in) or set BANANASTAND_DATA_DIR",
+                err=True,
+            )
+            raise typer.Exit(1)
+
     async def main() -> T:
-        services = Services.build(_settings())
+        services = Services.build(settings)
         await services.start("cli")
         try:
             return await action(services)
@@ -266,7 +280,7 @@ def create_account(
             )
         return await _describe(services)(account)
 
-    typer.echo(_run(action))
+    typer.echo(_run(action, creates=True))
 
 
 @admin.command("list-accounts")
