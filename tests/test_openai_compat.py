@@ -51,6 +51,11 @@ async def test_n_is_clamped_like_the_contract(api: Api) -> None:
     result = await sdk(api, key).images.generate(prompt="many", n=10)
     assert len(result.data) == 4  # the default max quantity
     assert await api.balance(key) == 96
+    for n in (0, 11, 2.5):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await sdk(api, key).images.generate(prompt="many", n=n)  # type: ignore[arg-type]
+        assert "n must be" in caught.value.body["message"]  # type: ignore[index]
+    assert await api.balance(key) == 96
 
 
 @pytest.mark.parametrize(
@@ -127,6 +132,7 @@ async def test_edit_rejects_a_file_that_is_not_an_image(api: Api) -> None:
             image=("notes.png", b"not an image at all", "image/png"), prompt="x"
         )
     assert caught.value.body["code"] == "invalid_request"  # type: ignore[index]
+    assert caught.value.body["message"].startswith("image[0]")  # type: ignore[index]
     assert await api.balance(key) == 10
 
 

@@ -128,19 +128,24 @@ def _optional_str(value: Any, field: str) -> str | None:
     return value
 
 
-def _n(value: Any) -> Any:
-    """`n` as the contract's quantity: a number (form fields arrive as text)."""
-    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return value
+def _n(value: Any) -> int | None:
+    """`n` as OpenAI takes it: an integer from 1 to 10 (form fields arrive as text);
+    the model's own maximum then caps it, as `quantity` is capped."""
+    if value is None:
+        return None
+    number: Any = value
     if isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
             raise InvalidRequest("n must be an integer") from None
-        if math.isnan(number):
-            raise InvalidRequest("n must be an integer")
-        return int(number) if number.is_integer() else number
-    raise InvalidRequest("n must be an integer")
+    if isinstance(number, bool) or not isinstance(number, int | float) or math.isnan(number):
+        raise InvalidRequest("n must be an integer")
+    if not float(number).is_integer():
+        raise InvalidRequest("n must be an integer")
+    if not 1 <= number <= 10:
+        raise InvalidRequest("n must be between 1 and 10")
+    return int(number)
 
 
 def _response_format(value: Any) -> str:
@@ -313,17 +318,21 @@ async def _run(services: Services, caller: Caller, req: _Request) -> Response:
     model = service.catalog.get(
         (req.model or "").strip() or services.settings.default_model
     )  # unknown model: 400 before anything else
-    submission = await service.submit(
-        caller,
-        GenerateParams(
-            prompt=req.prompt,
-            selected_model=model.name,
-            reference_image_urls=req.references or None,
-            aspect_ratio=aspect_ratio_for(req.size, model),
-            quantity=req.n,
-            mode="sync",
-        ),
-    )
+    try:
+        submission = await service.submit(
+            caller,
+            GenerateParams(
+                prompt=req.prompt,
+                selected_model=model.name,
+                reference_image_urls=req.references or None,
+                aspect_ratio=aspect_ratio_for(req.size, model),
+                quantity=req.n,
+                mode="sync",
+            ),
+        )
+    except InvalidRequest as exc:  # name the uploads as the caller sent them
+        exc.message = exc.message.replace("referenceImageUrls[", "image[")
+        raise
     record_id = submission.record.id
     await service.dispatcher.wait(record_id)
     final = await service.generations.get(record_id)
