@@ -19,12 +19,18 @@ async def enabled(api: Api, browser: Browser, credits: int = 50) -> None:
 
 
 async def create_key(browser: Browser, name: str = "laptop") -> str:
-    page = await browser.submit("/console/settings/keys", "/console/settings/keys", name=name)
+    created = await browser.submit("/console/settings/keys", "/console/settings/keys", name=name)
+    assert created.status_code == 303, created.text  # post/redirect/get
+    page = await browser.get(created.headers["location"])
     assert page.status_code == 200, page.text
     assert "only time the full key is shown" in page.text
     assert page.headers["cache-control"] == "no-store"
     match = NEW_KEY.search(page.text)
     assert match
+    # Shown once: a reload shows no key (and makes none).
+    again = await browser.get(created.headers["location"])
+    assert NEW_KEY.search(again.text) is None
+    assert "shown once already" in again.text
     return match.group(1)
 
 

@@ -1,10 +1,14 @@
-"""Sign up, sign in, sign out, the dashboard and Settings → API Keys."""
+"""Sign up, sign in, sign out, the dashboard and Settings (API Keys, Account,
+Webhooks)."""
 
 from __future__ import annotations
+
+import hmac
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from bananastand.accounts import CreatedKey, hash_key
 from bananastand.api.deps import ServicesDep
 from bananastand.errors import BananastandError, InvalidRequest
 from bananastand.web.deps import (
@@ -22,6 +26,9 @@ from bananastand.web.deps import (
 )
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+KEYS_PATH = f"{PREFIX}/settings/keys"
+NEW_KEY_COOKIE = "bananastand_new_key"
 
 NOTICES = {
     "signed-out": "You are signed out.",
@@ -171,14 +178,36 @@ async def _keys_page(
         max_keys=services.accounts.max_keys,
         full=len(keys) >= services.accounts.max_keys,
         api_base=services.settings.base_url,
-        notice=NOTICES.get(request.query_params.get("done", "")),
-        **context,
+        **{"notice": NOTICES.get(request.query_params.get("done", "")), **context},
     )
 
 
 @router.get("/settings/keys")
 async def keys_page(request: Request, services: ServicesDep, signed: SignedInDep) -> Response:
-    return await _keys_page(request, services, signed)
+    created_id = request.query_params.get("created")
+    if not created_id:
+        return await _keys_page(request, services, signed)
+    # Just created: the key travels once, in a short-lived cookie only this page
+    # reads (the server keeps its hash only), and is forgotten as it is shown.
+    secret = request.cookies.get(NEW_KEY_COOKIE, "")
+    key = next(
+        (k for k in await services.accounts.list_keys(signed.account.id) if k.id == created_id),
+        None,
+    )
+    if key is not None and secret and hmac.compare_digest(hash_key(secret), key.secret_hash):
+        response = await _keys_page(
+            request, services, signed, created=CreatedKey(key=key, secret=secret)
+        )
+    else:
+        response = await _keys_page(
+            request,
+            services,
+            signed,
+            notice="That key was shown once already. If you did not copy it, revoke it "
+            "and create another.",
+        )
+    response.delete_cookie(NEW_KEY_COOKIE, path=KEYS_PATH)
+    return response
 
 
 @router.post("/settings/keys")
@@ -193,8 +222,18 @@ async def create_key(
         return await _keys_page(
             request, services, signed, status_code=exc.status, error=exc.message
         )
-    # Never cached (all console pages are sent with Cache-Control: no-store).
-    return await _keys_page(request, services, signed, created=created)
+    # Post/redirect/get: a reload can neither make a second key nor show this one again.
+    response = redirect(f"{KEYS_PATH}?created={created.key.id}")
+    set_cookie(
+        response,
+        request,
+        NEW_KEY_COOKIE,
+        created.secret,
+        path=KEYS_PATH,
+        max_age=120,
+        samesite="strict",
+    )
+    return response
 
 
 @router.post("/settings/keys/{key_id}/revoke")

@@ -95,9 +95,8 @@ def secure_cookies(request: Request) -> bool:
 
 def set_cookie(response: Response, request: Request, name: str, value: str, **options: Any) -> None:
     options.setdefault("samesite", "lax")
-    response.set_cookie(
-        name, value, path=PREFIX, httponly=True, secure=secure_cookies(request), **options
-    )
+    options.setdefault("path", PREFIX)
+    response.set_cookie(name, value, httponly=True, secure=secure_cookies(request), **options)
 
 
 async def signed_in(request: Request, services: ServicesDep) -> SignedIn:
