@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bananastand.db import Database
-from bananastand.db.models import Account, ApiKey, utcnow
+from bananastand.db.models import Account, ApiKey, Base, utcnow
 from bananastand.errors import (
     ApiAccessDisabled,
     Conflict,
@@ -123,7 +124,9 @@ class Accounts:
         is_admin: bool | None = None,
         concurrency_limit: int | None = None,
         reset_concurrency_limit: bool = False,
+        also: Callable[[Account], Sequence[Base]] | None = None,
     ) -> Account:
+        """Change flags and limits; `also` makes rows to commit with the change."""
         account = await self.get(ref)
         values: dict[str, object] = {}
         if api_access is not None:
@@ -143,6 +146,8 @@ class Accounts:
                 await session.execute(
                     update(Account).where(Account.id == account.id).values(**values)
                 )
+                if also is not None:
+                    session.add_all(also(account))
         return await self.get(account.id)
 
     # --- keys ------------------------------------------------------------------

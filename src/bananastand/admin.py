@@ -18,7 +18,16 @@ from bananastand.db import Database
 from bananastand.db.models import Account, AuditEntry, utcnow
 
 
+def _entry(actor: str, action: str, account_id: str | None, details: dict[str, Any]) -> AuditEntry:
+    return AuditEntry(
+        actor=actor, action=action, account_id=account_id, details=details, created_at=utcnow()
+    )
+
+
 class Administration:
+    """Each change and its audit entry commit together (the services' `also`), so
+    neither can exist without the other."""
+
     def __init__(self, db: Database, accounts: Accounts, billing: Billing) -> None:
         self.db = db
         self.accounts = accounts
@@ -27,15 +36,7 @@ class Administration:
     async def record(self, actor: str, action: str, account_id: str | None, **details: Any) -> None:
         """Write one audit entry (for actions made elsewhere, e.g. a key the CLI made)."""
         async with self.db.write() as session:
-            session.add(
-                AuditEntry(
-                    actor=actor,
-                    action=action,
-                    account_id=account_id,
-                    details=details,
-                    created_at=utcnow(),
-                )
-            )
+            session.add(_entry(actor, action, account_id, details))
 
     async def recharge(
         self,
@@ -48,31 +49,33 @@ class Administration:
         note: str = "",
     ) -> Account:
         target = await self.accounts.get(account_id)
-        account = await self.billing.recharge(
-            target.id, money=money, credits=credits, currency=currency, note=note
+        details = {
+            "currency": (currency or self.billing.currency).upper(),
+            "credits": credits,
+            "note": note,
+        }
+
+        def audit(account: Account) -> list[AuditEntry]:
+            amount = Decimal(str(money).strip()).quantize(Decimal("0.01"))  # as recorded
+            enabled = account.api_access and not target.api_access
+            details_now = {"money": str(amount), **details, "api_access_enabled": enabled}
+            return [_entry(actor, "recharge", account.id, details_now)]
+
+        return await self.billing.recharge(
+            target.id, money=money, credits=credits, currency=currency, note=note, also=audit
         )
-        await self.record(
-            actor,
-            "recharge",
-            account.id,
-            money=str(Decimal(str(money).strip()).quantize(Decimal("0.01"))),  # as recorded
-            currency=(currency or self.billing.currency).upper(),
-            credits=credits,
-            note=note,
-            api_access_enabled=account.api_access and not target.api_access,
-        )
-        return account
 
     async def adjust(self, actor: str, account_id: str, *, credits: int, reason: str) -> int:
         """Grant (positive) or deduct (negative) credits; answers the new balance."""
+        action = "grant" if credits >= 0 else "deduct"
+        details = {"credits": credits, "reason": reason}
+
+        def audit(account: Account) -> list[AuditEntry]:
+            return [_entry(actor, action, account.id, details)]
+
         if credits >= 0:
-            balance = await self.billing.grant(account_id, credits, reason=reason)
-        else:
-            balance = await self.billing.deduct(account_id, -credits, reason=reason)
-        await self.record(
-            actor, "grant" if credits >= 0 else "deduct", account_id, credits=credits, reason=reason
-        )
-        return balance
+            return await self.billing.grant(account_id, credits, reason=reason, also=audit)
+        return await self.billing.deduct(account_id, -credits, reason=reason, also=audit)
 
     async def update(
         self,
@@ -85,15 +88,7 @@ class Administration:
         concurrency_limit: int | None = None,
         reset_concurrency_limit: bool = False,
     ) -> Account:
-        account = await self.accounts.update(
-            account_id,
-            api_access=api_access,
-            is_pro=is_pro,
-            is_admin=is_admin,
-            concurrency_limit=concurrency_limit,
-            reset_concurrency_limit=reset_concurrency_limit,
-        )
-        changes = {
+        changes: dict[str, Any] = {
             name: value
             for name, value in (
                 ("api_access", api_access),
@@ -105,9 +100,19 @@ class Administration:
         }
         if reset_concurrency_limit:
             changes["concurrency_limit"] = "default"
-        if changes:
-            await self.record(actor, "update", account.id, **changes)
-        return account
+
+        def audit(account: Account) -> list[AuditEntry]:
+            return [_entry(actor, "update", account.id, changes)]
+
+        return await self.accounts.update(
+            account_id,
+            api_access=api_access,
+            is_pro=is_pro,
+            is_admin=is_admin,
+            concurrency_limit=concurrency_limit,
+            reset_concurrency_limit=reset_concurrency_limit,
+            also=audit,
+        )
 
     async def audit_log(
         self, *, account_id: str | None = None, limit: int = 200

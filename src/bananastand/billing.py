@@ -8,6 +8,7 @@ acceptance, negative) and `refund` (what was not produced, positive).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import func, select
@@ -15,13 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bananastand.accounts import lock_account
 from bananastand.db import Database
-from bananastand.db.models import Account, LedgerEntry, Recharge, utcnow
+from bananastand.db.models import Account, Base, LedgerEntry, Recharge, utcnow
 from bananastand.errors import InsufficientCredits, InvalidRequest
 
 # Bounds that keep every sum far inside a 64-bit integer column.
 MAX_CREDITS_PER_CHANGE = 10**12
 MAX_BALANCE = 10**15
 MAX_MONEY = Decimal("1e12")
+# Rows to write in the same transaction as a change, made from the changed account.
+Also = Callable[[Account], Sequence[Base]]
 _MONEY = re.compile(r"-?\d{1,15}(\.\d{1,2})?")
 
 
@@ -99,9 +102,11 @@ class Billing:
         credits: int,
         currency: str | None = None,
         note: str = "",
+        also: Also | None = None,
     ) -> Account:
         """Record money paid in and the credits it buys. Recharges in the server's
-        currency count toward the API-access threshold; reaching it enables access."""
+        currency count toward the API-access threshold; reaching it enables access.
+        `also` makes rows to commit with it (an admin action's audit entry)."""
         text = str(money).strip()
         # Plain amounts with at most two decimals: "99", "99.5", "99.50" (no "1e9").
         if not _MONEY.fullmatch(text):
@@ -141,19 +146,27 @@ class Billing:
                 await _recharged(session, account.id, self.currency) >= self.threshold
             ):
                 account.api_access = True
+            if also is not None:
+                session.add_all(also(account))
         return account
 
-    async def grant(self, account_id: str, credits: int, *, reason: str) -> int:
+    async def grant(
+        self, account_id: str, credits: int, *, reason: str, also: Also | None = None
+    ) -> int:
         if credits <= 0:
             raise InvalidRequest("Credits to grant must be positive")
-        return await self._adjust(account_id, credits, "grant", reason)
+        return await self._adjust(account_id, credits, "grant", reason, also)
 
-    async def deduct(self, account_id: str, credits: int, *, reason: str) -> int:
+    async def deduct(
+        self, account_id: str, credits: int, *, reason: str, also: Also | None = None
+    ) -> int:
         if credits <= 0:
             raise InvalidRequest("Credits to deduct must be positive")
-        return await self._adjust(account_id, -credits, "deduct", reason)
+        return await self._adjust(account_id, -credits, "deduct", reason, also)
 
-    async def _adjust(self, account_id: str, amount: int, kind: str, reason: str) -> int:
+    async def _adjust(
+        self, account_id: str, amount: int, kind: str, reason: str, also: Also | None
+    ) -> int:
         if not reason.strip():
             raise InvalidRequest("A reason is required")
         _check_credits(abs(amount))
@@ -167,6 +180,8 @@ class Billing:
             if balance + amount > MAX_BALANCE:
                 raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
             add_entry(session, account.id, amount, kind, note=reason.strip())
+            if also is not None:
+                session.add_all(also(account))
             return balance + amount
 
 
