@@ -79,6 +79,32 @@ async def test_expired_images_are_swept_from_disk(api_factory) -> None:  # type:
     assert record["outputImageUrls"] == [url]  # still listed; answers 410
 
 
+async def test_orphaned_image_files_are_swept_once_old(api: Api) -> None:
+    """Bytes stored by a run that never settled (its process died) are deleted
+    once older than any run can last; images with a record are kept."""
+    import os
+    import time
+
+    key = await api.account()
+    url = (await api.generate(key, prompt="kept")).json()["imageUrls"][0]
+    kept_id, extension = url.rsplit("/", 1)[1].split(".")
+    storage = api.services.generation.storage
+    orphan = image_key("orphanorphanorphan01", "png")
+    recent = image_key("orphanorphanorphan02", "png")
+    await storage.put(orphan, b"never settled")
+    await storage.put(recent, b"still running, maybe")
+    long_ago = time.time() - 3 * 86400
+    for key_ in (orphan, image_key(kept_id, extension)):
+        path = storage.path(key_)
+        assert path is not None
+        os.utime(path, (long_ago, long_ago))
+    assert await api.services.generation.sweep_orphans() == 1
+    assert storage.path(orphan) is None
+    assert storage.path(recent) is not None
+    assert storage.path(image_key(kept_id, extension)) is not None
+    assert (await api.download(url)).status_code == 200
+
+
 async def test_ttl_is_configurable(api_factory) -> None:  # type: ignore[no-untyped-def]
     api = await api_factory(image_ttl_seconds=3600)
     url, _ = await _one_image(api)

@@ -415,6 +415,18 @@ class Generations:
             )
             return list(rows)
 
+    async def known_images(self, image_ids: Sequence[str]) -> set[str]:
+        """Which of these ids have an image record (deleted or not)."""
+        known: set[str] = set()
+        async with self.db.read() as session:
+            for start in range(0, len(image_ids), 500):
+                chunk = list(image_ids[start : start + 500])
+                rows = await session.scalars(
+                    select(StoredImage.id).where(StoredImage.id.in_(chunk))
+                )
+                known.update(rows)
+        return known
+
     async def mark_deleted(self, image_ids: Sequence[str]) -> None:
         if not image_ids:
             return

@@ -53,7 +53,7 @@ from bananastand.providers import (
     ReferenceImage,
 )
 from bananastand.references import ReferenceFetcher
-from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key
+from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key, key_image_id
 from bananastand.validation import (
     GenerateParams,
     Prepared,
@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "Interrupted: the server stopped before this generation finished"
 CANCELLED = "Cancelled by the client; refunded"
+ORPHAN_SWEEP_EVERY = 3600.0  # seconds between scans of the image folder for orphans
+ORPHAN_MIN_AGE = 86400.0
 LOST = "Interrupted too many times (the processes running it stopped); refunded"
 
 
@@ -132,6 +134,7 @@ class GenerationService:
         # Embedded only: stream generations whose client turned previews off (the run
         # happens in this process; in scale-out, followers leave the previews out).
         self._no_previews: set[str] = set()
+        self._orphans_swept_at = time.monotonic()  # the first scan an hour after start
 
     # --- accepting ---------------------------------------------------------
     def prepare(self, params: GenerateParams, *, is_pro: bool) -> Prepared:
@@ -583,12 +586,27 @@ class GenerationService:
         await self._settle(generation_id, images=[], error=message)
 
     async def sweep_expired(self) -> int:
-        """Delete the bytes of expired images; their URLs already answer 410."""
+        """Delete the bytes of expired images (their URLs already answer 410) and,
+        hourly, of orphans: images stored by a run that never settled (the process
+        died in between), which no record will ever point at."""
         expired = await self.generations.expired_images()
         for image in expired:
             await self.storage.delete(image_key(image.id, image.extension))
         await self.generations.mark_deleted([image.id for image in expired])
-        return len(expired)
+        orphans = 0
+        if time.monotonic() - self._orphans_swept_at > ORPHAN_SWEEP_EVERY:
+            self._orphans_swept_at = time.monotonic()
+            orphans = await self.sweep_orphans()
+        return len(expired) + orphans
 
-
-# END
+    async def sweep_orphans(self) -> int:
+        # Older than any run can last, so no run still in progress loses its files.
+        age = max(ORPHAN_MIN_AGE, 2 * self.settings.generation_max_age_seconds)
+        stale = await self.storage.stale("images", older_than=age)
+        known = await self.generations.known_images([key_image_id(key) for key in stale])
+        orphans = [key for key in stale if key_image_id(key) not in known]
+        for key in orphans:
+            await self.storage.delete(key)
+        if orphans:
+            log.info("deleted %d orphaned image files", len(orphans))
+        return len(orphans)

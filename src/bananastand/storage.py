@@ -10,10 +10,12 @@ under a folder.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +29,7 @@ class Storage(Protocol):
     async def put(self, key: str, data: bytes) -> None: ...
     def path(self, key: str) -> Path | None: ...
     async def delete(self, key: str) -> None: ...
+    async def stale(self, prefix: str, *, older_than: float) -> list[str]: ...
 
 
 class LocalStorage:
@@ -60,9 +63,30 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         self._file(key).unlink(missing_ok=True)
 
+    async def stale(self, prefix: str, *, older_than: float) -> list[str]:
+        """Keys under `prefix` last written more than `older_than` seconds ago
+        (half-written temporary files included)."""
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._stale, prefix, older_than)
+
+    def _stale(self, prefix: str, older_than: float) -> list[str]:
+        cutoff = time.time() - older_than
+        keys = []
+        for path in self._file(prefix).rglob("*"):
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    keys.append(path.relative_to(self.root).as_posix())
+        return keys
+
 
 def image_key(image_id: str, extension: str) -> str:
     return f"images/{image_id[:2]}/{image_id}.{extension}"
+
+
+def key_image_id(key: str) -> str:
+    """The image id in an `image_key` (a temporary file's name gives no known id)."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 class UrlSigner:
