@@ -119,7 +119,7 @@ class ConsoleAuth:
                 update(LoginAttempt).where(LoginAttempt.id == attempt).values(succeeded=True)
             )
         await self.set_password(signed.account.id, new)
-        return await self._open(await self.accounts.get(signed.account.id))
+        return await self.open_session(await self.accounts.get(signed.account.id))
 
     # --- sign up / sign in -----------------------------------------------------------
     async def needs_admin(self) -> bool:
@@ -185,7 +185,7 @@ class ConsoleAuth:
                     LoginAttempt.email == email, LoginAttempt.succeeded.is_(False)
                 )
             )
-        return await self._open(account)
+        return await self.open_session(account)
 
     async def _note_attempt(self, email: str, ip: str) -> int:
         now = utcnow()
@@ -232,7 +232,8 @@ class ConsoleAuth:
                         retry_after=int(self.window_seconds),
                     )
 
-    async def _open(self, account: Account) -> tuple[str, SignedIn]:
+    async def open_session(self, account: Account) -> tuple[str, SignedIn]:
+        """A new signed-in session: the cookie's token, and the session."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = utcnow()

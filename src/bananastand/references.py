@@ -447,8 +447,11 @@ class ReferenceFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch_all(self, urls: Sequence[str]) -> list[ReferenceImage]:
-        """Fetch every URL concurrently, in order; the first failure cancels the rest."""
+    async def fetch_all(
+        self, urls: Sequence[str], *, field: str = "referenceImageUrls"
+    ) -> list[ReferenceImage]:
+        """Fetch every URL concurrently, in order; the first failure cancels the rest.
+        Errors name each reference as `field[i]`, the way the caller sent it."""
         results: list[ReferenceImage | None] = [None] * len(urls)
         failures: list[Exception] = []
 
@@ -456,7 +459,7 @@ class ReferenceFetcher:
 
             async def one(index: int, url: str) -> None:
                 try:
-                    results[index] = await self.fetch(url, index=index)
+                    results[index] = await self.fetch(url, index=index, field=field)
                 except Exception as exc:
                     if not failures:
                         failures.append(exc)
@@ -469,9 +472,11 @@ class ReferenceFetcher:
             raise failures[0]
         return [result for result in results if result is not None]
 
-    async def fetch(self, url: str, *, index: int = 0) -> ReferenceImage:
+    async def fetch(
+        self, url: str, *, index: int = 0, field: str = "referenceImageUrls"
+    ) -> ReferenceImage:
         """Fetch and validate one reference; raise InvalidRequest naming it on failure."""
-        label = f"referenceImageUrls[{index}]"
+        label = f"{field}[{index}]"
         if not isinstance(url, str):
             raise InvalidRequest(f"{label}: must be a URL string")
         if not url:

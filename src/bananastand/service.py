@@ -147,11 +147,13 @@ class GenerationService:
         *,
         idempotency_key: str | None = None,
         previews: bool = True,
+        references_field: str = "referenceImageUrls",
     ) -> Submission:
         """Admit and dispatch a generation. With an Idempotency-Key already used for the
         same request in the last 24 h, answer with that generation instead.
         `previews=False`: the client wants no stream previews (none are made when
-        the run happens in this process)."""
+        the run happens in this process). `references_field`: how the caller's
+        request names its reference images, for error messages."""
         prepared = self.prepare(params, is_pro=caller.account.is_pro)
         idempotency = None
         if idempotency_key is not None:
@@ -160,7 +162,9 @@ class GenerationService:
             if earlier is not None:
                 return await self._replay(earlier.id)
         try:
-            return await self._submit(caller, prepared, idempotency, previews=previews)
+            return await self._submit(
+                caller, prepared, idempotency, previews=previews, references_field=references_field
+            )
         except Replay as replay:  # a request with the same key won the race
             return await self._replay(replay.generation_id)
 
@@ -184,6 +188,7 @@ class GenerationService:
         idempotency: tuple[str, str] | None,
         *,
         previews: bool = True,
+        references_field: str = "referenceImageUrls",
     ) -> Submission:
         callback_url = None
         if prepared.callback_url is not None:
@@ -191,7 +196,7 @@ class GenerationService:
                 raise InvalidRequest("callbackUrl: webhooks are not available on this server")
             callback_url = await self.webhooks.check_url(prepared.callback_url)
         references = (
-            tuple(await self.fetcher.fetch_all(prepared.reference_urls))
+            tuple(await self.fetcher.fetch_all(prepared.reference_urls, field=references_field))
             if prepared.reference_urls
             else ()
         )

@@ -165,7 +165,7 @@ async def generate(
         }
     if record.mode == "stream":
         return StreamingResponse(
-            _stream(
+            event_stream(
                 services,
                 record.id,
                 ids=_wants_event_ids(request),
@@ -192,7 +192,7 @@ async def generate(
     return sync_result(final, balance, service.signer)
 
 
-async def _stream(
+async def event_stream(
     services: Services,
     generation_id: str,
     *,
@@ -247,7 +247,7 @@ async def resume_stream(
     if after is not None and await services.generation.stream_delivered(record.id, after=after):
         return Response(status_code=204)
     return StreamingResponse(
-        _stream(services, record.id, ids=True, after=after, previews=previews),
+        event_stream(services, record.id, ids=True, after=after, previews=previews),
         media_type="text/event-stream",
         headers={**STREAM_HEADERS, "X-Generation-Id": record.id},
     )

@@ -318,21 +318,18 @@ async def _run(services: Services, caller: Caller, req: _Request) -> Response:
     model = service.catalog.get(
         (req.model or "").strip() or services.settings.default_model
     )  # unknown model: 400 before anything else
-    try:
-        submission = await service.submit(
-            caller,
-            GenerateParams(
-                prompt=req.prompt,
-                selected_model=model.name,
-                reference_image_urls=req.references or None,
-                aspect_ratio=aspect_ratio_for(req.size, model),
-                quantity=req.n,
-                mode="sync",
-            ),
-        )
-    except InvalidRequest as exc:  # name the uploads as the caller sent them
-        exc.message = exc.message.replace("referenceImageUrls[", "image[")
-        raise
+    submission = await service.submit(
+        caller,
+        GenerateParams(
+            prompt=req.prompt,
+            selected_model=model.name,
+            reference_image_urls=req.references or None,
+            aspect_ratio=aspect_ratio_for(req.size, model),
+            quantity=req.n,
+            mode="sync",
+        ),
+        references_field="image",  # errors name the uploads as the caller sent them
+    )
     record_id = submission.record.id
     await service.dispatcher.wait(record_id)
     final = await service.generations.get(record_id)

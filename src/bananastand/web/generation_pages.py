@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -13,8 +12,8 @@ from starlette.responses import Response, StreamingResponse
 
 from bananastand.accounts import Caller
 from bananastand.api.deps import ServicesDep
+from bananastand.api.generate import STREAM_HEADERS, event_stream
 from bananastand.errors import NotFound
-from bananastand.services import Services
 from bananastand.validation import GenerateParams
 from bananastand.views import image_urls, processing_status
 from bananastand.web.deps import (
@@ -129,18 +128,9 @@ async def playground_generate(
             seed=None,
         ),
     )
+    # The same events, byte for byte, as the API's stream mode.
     return StreamingResponse(
-        _events(services, submission.record.id),
+        event_stream(services, submission.record.id, ids=False, opening=True),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Generation-Id": submission.record.id},
+        headers={**STREAM_HEADERS, "X-Generation-Id": submission.record.id},
     )
-
-
-async def _events(services: Services, generation_id: str) -> AsyncIterator[bytes]:
-    async for item in services.generation.follow(
-        generation_id, idle_timeout=services.settings.stream_keepalive_seconds
-    ):
-        if item is None:
-            yield b": keep-alive\n\n"
-        else:
-            yield b"data: " + json.dumps(item[1], separators=(",", ":")).encode() + b"\n\n"
