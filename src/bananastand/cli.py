@@ -188,7 +188,7 @@ async def _work(settings: Settings) -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database schema up to date."""
-    _run(lambda s: asyncio.sleep(0))
+    _run(lambda s: asyncio.sleep(0), creates=True)
     typer.echo("database is up to date")
 
 
