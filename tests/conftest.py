@@ -202,11 +202,11 @@ async def states(api: Api, account_id: str) -> list[str]:
 
     from bananastand.db.models import Generation
 
-    async with api.services.db.read() as session:
-        rows = await session.scalars(
-            select(Generation.state).where(Generation.account_id == account_id)
+    return await api.services.db.read(
+        lambda tx: list(
+            tx.session.scalars(select(Generation.state).where(Generation.account_id == account_id))
         )
-        return list(rows)
+    )
 
 
 # --- scale-out: PostgreSQL + Redis + a worker ------------------------------------------

@@ -15,8 +15,10 @@ async def test_keys_are_nb_high_entropy_and_stored_hashed(api: Api) -> None:
     key = await api.account()
     assert key.secret.startswith("nb_")
     assert len(key.secret) >= 40
-    async with api.services.db.read() as session:
-        dump = "\n".join(str(row) for row in await session.execute(text("SELECT * FROM api_keys")))
+    rows = await api.services.db.read(
+        lambda tx: list(tx.session.execute(text("SELECT * FROM api_keys")))
+    )
+    dump = "\n".join(str(row) for row in rows)
     assert key.secret not in dump
     assert key.secret[3:] not in dump
 

@@ -144,3 +144,34 @@ def test_admin_commands_refuse_a_folder_without_the_servers_data(run) -> None:  
     assert "BANANASTAND_DATA_DIR" in missing.output
     run("admin", "create-account", "first@example.com")  # may start a new database
     assert "first@example.com" in run("admin", "list-accounts").output
+
+
+def test_reconcile_passes_on_honest_books_and_names_a_tampered_account(tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"BANANASTAND_DATA_DIR": str(tmp_path / "data"), "BANANASTAND_DEMO_ACCOUNT": "false"}
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(app, list(args), env=env)
+        return result.exit_code, result.output
+
+    assert run("admin", "create-account", "honest@example.com", "--credits", "9")[0] == 0
+    assert run("admin", "create-account", "tampered@example.com", "--credits", "4")[0] == 0
+    assert run("admin", "deduct", "tampered@example.com", "1", "--reason", "fee")[0] == 0
+    code, output = run("admin", "reconcile")
+    assert code == 0, output
+    assert "all 2 accounts reconcile" in output
+
+    from sqlalchemy import create_engine, update
+
+    from bananastand.db.models import Account
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'bananastand.db'}")
+    with engine.begin() as connection:
+        connection.execute(
+            update(Account).where(Account.email == "tampered@example.com").values(balance=1000)
+        )
+    engine.dispose()
+    code, output = run("admin", "reconcile")
+    assert code == 1
+    assert re.search(r"MISMATCH tampered@example\.com .*balance 1000, ledger sum 3", output)
+    assert "honest@example.com" not in output

@@ -28,7 +28,9 @@ def _ours(diff: Any) -> bool:
 
 async def test_sqlite_schema_matches_the_models(tmp_path: Path) -> None:
     path = tmp_path / "schema.sqlite3"
-    await Database(f"sqlite+aiosqlite:///{path}").migrate()
+    database = Database(f"sqlite:///{path}")
+    await database.migrate()
+    await database.close()
     engine = create_engine(f"sqlite:///{path}")
     with engine.connect() as connection:
         # Types are compared on PostgreSQL (below): SQLite's INTEGER is already 64-bit,
@@ -52,3 +54,85 @@ def test_postgresql_schema_matches_the_models(pg_template: str) -> None:
     finally:
         drop_database(name)
     assert [d for d in diffs if _ours(d)] == []
+
+
+# --- 0006: balances kept beside the ledger ------------------------------------------
+_LEDGERS = {"a1": [100, -3, 1, -5], "a2": [7], "a3": []}
+
+
+def _seed_before_balances(url: str) -> None:
+    """A database as revision 0005 left it, with accounts and ledger rows."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from bananastand.db import alembic_config
+
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0005")
+    with engine.begin() as connection:
+        for account, amounts in _LEDGERS.items():
+            connection.execute(
+                text(
+                    "INSERT INTO accounts (id, email, display_name, api_access, is_pro, "
+                    "is_admin, created_at) VALUES (:id, :email, '', true, false, false, "
+                    "CURRENT_TIMESTAMP)"
+                ),
+                {"id": account, "email": f"{account}@example.test"},
+            )
+            for amount in amounts:
+                connection.execute(
+                    text(
+                        "INSERT INTO ledger_entries (account_id, amount, reason, note, "
+                        "created_at) VALUES (:account, :amount, 'grant', '', CURRENT_TIMESTAMP)"
+                    ),
+                    {"account": account, "amount": amount},
+                )
+    engine.dispose()
+
+
+async def _assert_balances_moved(url: str) -> None:
+    from sqlalchemy import text
+
+    database = Database(url)
+    await database.migrate()
+    await database.close()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        balances = dict(connection.execute(text("SELECT id, balance FROM accounts")).all())
+        assert balances == {a: sum(amounts) for a, amounts in _LEDGERS.items()}
+        for account, amounts in _LEDGERS.items():
+            running = [
+                row[0]
+                for row in connection.execute(
+                    text(
+                        "SELECT balance_after FROM ledger_entries WHERE account_id = :a ORDER BY id"
+                    ),
+                    {"a": account},
+                )
+            ]
+            assert running == [sum(amounts[: i + 1]) for i in range(len(amounts))]
+    engine.dispose()
+
+
+async def test_sqlite_migration_keeps_every_balance(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    _seed_before_balances(url)
+    await _assert_balances_moved(url)
+
+
+@pytest.mark.usefixtures("pg_template")
+async def test_postgresql_migration_keeps_every_balance() -> None:
+    import secrets
+
+    from tests.conftest import _pg_admin, drop_database, pg_url
+
+    name = f"bs_test_old_{secrets.token_hex(4)}"
+    _pg_admin(f"CREATE DATABASE {name}")
+    try:
+        _seed_before_balances(pg_url(name))
+        await _assert_balances_moved(pg_url(name))
+    finally:
+        drop_database(name)

@@ -36,10 +36,11 @@ async def delivery_of(api: Api, generation_id: str) -> Any:
 
     from bananastand.db.models import WebhookDelivery
 
-    async with api.services.db.read() as session:
-        return await session.scalar(
+    return await api.services.db.read(
+        lambda tx: tx.session.scalar(
             select(WebhookDelivery).where(WebhookDelivery.generation_id == generation_id)
         )
+    )
 
 
 async def settled_delivery(api: Api, generation_id: str) -> Any:
@@ -190,12 +191,13 @@ async def test_finished_messages_are_pruned_after_30_days(
     for answer in (old, new):
         await settled_delivery(api, answer.json()["generationId"])
     long_ago = utcnow() - timedelta(days=31)
-    async with api.services.db.write() as session:
-        await session.execute(
+    await api.services.db.write(
+        lambda tx: tx.session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.generation_id == old.json()["generationId"])
             .values(finished_at=long_ago)
         )
+    )
     assert await api.services.webhooks.prune() == 1
     assert await delivery_of(api, old.json()["generationId"]) is None
     assert await delivery_of(api, new.json()["generationId"]) is not None

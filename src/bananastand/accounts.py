@@ -14,13 +14,11 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bananastand.db import Database
+from bananastand.db import Database, Query, Tx
 from bananastand.db.models import Account, ApiKey, Base, utcnow
 from bananastand.errors import (
     ApiAccessDisabled,
@@ -34,6 +32,7 @@ from bananastand.ids import new_id
 KEY_PREFIX = "nb_"
 _KEY_SHAPE = re.compile(r"^nb_[A-Za-z0-9_-]{20,128}$")
 _EMAIL_SHAPE = re.compile(r"^[^@\s]+@[^@\s]+$")
+TOUCH_EVERY_SECONDS = 60  # `last_used_at` is coarse: one write per key per minute at most
 
 
 def hash_key(secret: str) -> str:
@@ -46,13 +45,98 @@ class CreatedKey:
     secret: str  # the full key: shown once, never stored
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """What a request needs to know of its account, read with its key."""
+
+    id: str
+    email: str
+    api_access: bool
+    is_pro: bool
+    concurrency_limit: int | None
+    balance: int  # when the request was authenticated
+
+    @classmethod
+    def of(cls, account: Account) -> AccountInfo:
+        return cls(
+            account.id,
+            account.email,
+            account.api_access,
+            account.is_pro,
+            account.concurrency_limit,
+            account.balance,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is asking for a generation: an account, through one API key (API calls)
     or through a console session (the playground: `key_id` None)."""
 
-    account: Account
+    account: AccountInfo
     key_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyRow:
+    key_id: str
+    secret_hash: str
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    account_id: str
+    email: str
+    api_access: bool
+    is_pro: bool
+    concurrency_limit: int | None
+    balance: int
+
+
+_BY_KEY = Query(
+    select(
+        ApiKey.id,
+        ApiKey.secret_hash,
+        ApiKey.revoked_at,
+        ApiKey.last_used_at,
+        Account.id,
+        Account.email,
+        Account.api_access,
+        Account.is_pro,
+        Account.concurrency_limit,
+        Account.balance,
+    )
+    .join(Account, Account.id == ApiKey.account_id)
+    .where(ApiKey.secret_hash == bindparam("digest")),
+    into=_KeyRow,
+)
+_TOUCH: Query[None] = Query(
+    update(ApiKey).where(ApiKey.id == bindparam("key_id")).values(last_used_at=bindparam("now"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """An account row locked for the rest of a write transaction."""
+
+    id: str
+    balance: int
+    concurrency_limit: int | None
+
+
+_LOCK = Query(
+    select(Account.id, Account.balance, Account.concurrency_limit)
+    .where(Account.id == bindparam("account_id"))
+    .with_for_update(),
+    into=Locked,
+)
+
+
+def lock_account(tx: Tx, account_id: str) -> Locked:
+    """Lock the account's row until the transaction ends (PostgreSQL: `FOR UPDATE`;
+    SQLite's write transactions hold the whole database already)."""
+    account = tx.one(_LOCK, account_id=account_id)
+    if account is None:
+        raise NotFound(f"No account {account_id!r}")
+    return account
 
 
 class Accounts:
@@ -74,46 +158,55 @@ class Accounts:
         email = email.strip().lower()
         if len(email) > 320 or not _EMAIL_SHAPE.match(email) or "\x00" in email:
             raise InvalidRequest(f"Not an email address: {email[:80]!r}")
-        try:
-            return await self._insert(
+
+        def work(tx: Tx) -> Account:
+            if tx.session.scalar(select(Account.id).where(Account.email == email)):
+                raise Conflict(f"An account with email {email} already exists")
+            account = Account(
+                id=new_id(),
                 email=email,
                 display_name=display_name,
                 api_access=api_access,
                 is_pro=is_pro,
                 is_admin=is_admin,
                 concurrency_limit=concurrency_limit,
+                balance=0,
+                created_at=utcnow(),
             )
+            tx.session.add(account)
+            return account
+
+        try:
+            return await self.db.write(work)
         except IntegrityError:  # another process created it between check and insert
             raise Conflict(f"An account with email {email} already exists") from None
 
-    async def _insert(self, *, email: str, **fields: Any) -> Account:
-        async with self.db.write() as session:
-            if await session.scalar(select(Account.id).where(Account.email == email)):
-                raise Conflict(f"An account with email {email} already exists")
-            account = Account(id=new_id(), email=email, created_at=utcnow(), **fields)
-            session.add(account)
-        return account
-
     async def get(self, ref: str) -> Account:
         """Find an account by id or email."""
-        async with self.db.read() as session:
-            account = await session.scalar(
+
+        def work(tx: Tx) -> Account | None:
+            return tx.session.scalar(
                 select(Account).where((Account.id == ref) | (Account.email == ref.strip().lower()))
             )
+
+        account = await self.db.read(work)
         if account is None:
             raise NotFound(f"No account {ref!r}")
         return account
 
     async def list(self, *, search: str = "", limit: int = 100) -> list[Account]:
-        async with self.db.read() as session:
+        def work(tx: Tx) -> list[Account]:
             query = select(Account).order_by(Account.created_at).limit(limit)
             if search:
                 query = query.where(Account.email.contains(search.lower()))
-            return list(await session.scalars(query))
+            return list(tx.session.scalars(query))
+
+        return await self.db.read(work)
 
     async def count(self) -> int:
-        async with self.db.read() as session:
-            return int(await session.scalar(select(func.count(Account.id))) or 0)
+        return await self.db.read(
+            lambda tx: int(tx.session.scalar(select(func.count(Account.id))) or 0)
+        )
 
     async def update(
         self,
@@ -142,20 +235,22 @@ class Accounts:
         if reset_concurrency_limit:
             values["concurrency_limit"] = None
         if values:
-            async with self.db.write() as session:
-                await session.execute(
-                    update(Account).where(Account.id == account.id).values(**values)
-                )
+
+            def work(tx: Tx) -> None:
+                tx.session.execute(update(Account).where(Account.id == account.id).values(**values))
                 if also is not None:
-                    session.add_all(also(account))
+                    tx.session.add_all(also(account))
+
+            await self.db.write(work)
         return await self.get(account.id)
 
     # --- keys ------------------------------------------------------------------
     async def create_key(self, account_id: str, *, name: str = "") -> CreatedKey:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        async with self.db.write() as session:
-            account = await lock_account(session, account_id)
-            live = await session.scalar(
+
+        def work(tx: Tx) -> ApiKey:
+            account = lock_account(tx, account_id)
+            live = tx.session.scalar(
                 select(func.count(ApiKey.id)).where(
                     ApiKey.account_id == account.id, ApiKey.revoked_at.is_(None)
                 )
@@ -173,31 +268,39 @@ class Accounts:
                 secret_hash=hash_key(secret),
                 created_at=utcnow(),
             )
-            session.add(key)
-        return CreatedKey(key=key, secret=secret)
+            tx.session.add(key)
+            return key
+
+        return CreatedKey(key=await self.db.write(work), secret=secret)
 
     async def list_keys(self, account_id: str, *, include_revoked: bool = False) -> list[ApiKey]:
-        async with self.db.read() as session:
+        def work(tx: Tx) -> list[ApiKey]:
             query = select(ApiKey).where(ApiKey.account_id == account_id)
             if not include_revoked:
                 query = query.where(ApiKey.revoked_at.is_(None))
-            return list(await session.scalars(query.order_by(ApiKey.created_at)))
+            return list(tx.session.scalars(query.order_by(ApiKey.created_at)))
+
+        return await self.db.read(work)
 
     async def revoke_key(self, key_id: str, *, account_id: str | None = None) -> ApiKey:
         """Revoke a key (by id or prefix). With `account_id`, only that account's keys."""
-        async with self.db.write() as session:
+
+        def work(tx: Tx) -> ApiKey:
             query = select(ApiKey).where((ApiKey.id == key_id) | (ApiKey.prefix == key_id))
             if account_id is not None:
                 query = query.where(ApiKey.account_id == account_id)
-            key = await session.scalar(query)
+            key = tx.session.scalar(query)
             if key is None:
                 raise NotFound(f"No API key {key_id!r}")
             if key.revoked_at is None:
                 key.revoked_at = utcnow()
-        return key
+            return key
+
+        return await self.db.write(work)
 
     async def authenticate(self, authorization: str | None) -> Caller:
-        """Check an `Authorization: Bearer nb_…` header; 401 or 403 otherwise."""
+        """Check an `Authorization: Bearer nb_…` header; 401 or 403 otherwise. One
+        indexed read: the key, its account and the account's balance."""
         if not authorization:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer nb_…'")
         scheme, _, secret = authorization.strip().partition(" ")
@@ -205,40 +308,26 @@ class Accounts:
         if scheme.lower() != "bearer" or not _KEY_SHAPE.match(secret):
             raise Unauthorized("Malformed API key: send 'Authorization: Bearer nb_…'")
         digest = hash_key(secret)
-        async with self.db.read() as session:
-            row = (
-                await session.execute(
-                    select(ApiKey, Account)
-                    .join(Account, Account.id == ApiKey.account_id)
-                    .where(ApiKey.secret_hash == digest)
-                )
-            ).first()
+        row = await self.db.read(lambda tx: tx.one(_BY_KEY, digest=digest))
         # The lookup is by hash; the compare below keeps the final check constant-time.
-        if row is None or not hmac.compare_digest(row[0].secret_hash, digest):
+        if row is None or not hmac.compare_digest(row.secret_hash, digest):
             raise Unauthorized("Invalid API key")
-        key, account = row
-        if key.revoked_at is not None:
+        if row.revoked_at is not None:
             raise Unauthorized("This API key has been revoked")
-        if not account.api_access:
+        if not row.api_access:
             raise ApiAccessDisabled()
-        await self._touch(key.id, key.last_used_at)
-        return Caller(account=account, key_id=key.id)
-
-    async def _touch(self, key_id: str, last_used: datetime | None) -> None:
         now = utcnow()
-        # Coarse on purpose: one write per key per minute at most.
-        if last_used is not None and (now - last_used).total_seconds() < 60:
-            return
-        async with self.db.write() as session:
-            await session.execute(
-                update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now)
-            )
-
-
-async def lock_account(session: AsyncSession, account_id: str) -> Account:
-    account = await session.scalar(
-        select(Account).where(Account.id == account_id).with_for_update()
-    )
-    if account is None:
-        raise NotFound(f"No account {account_id!r}")
-    return account
+        if (
+            row.last_used_at is None
+            or (now - row.last_used_at).total_seconds() >= TOUCH_EVERY_SECONDS
+        ):
+            await self.db.write(lambda tx: tx.run(_TOUCH, key_id=row.key_id, now=now))
+        account = AccountInfo(
+            row.account_id,
+            row.email,
+            row.api_access,
+            row.is_pro,
+            row.concurrency_limit,
+            row.balance,
+        )
+        return Caller(account=account, key_id=row.key_id)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from bananastand.accounts import Accounts
 from bananastand.billing import Billing
-from bananastand.db import Database
+from bananastand.db import Database, Tx
 from bananastand.db.models import Account, AuditEntry, utcnow
 
 
@@ -35,8 +35,7 @@ class Administration:
 
     async def record(self, actor: str, action: str, account_id: str | None, **details: Any) -> None:
         """Write one audit entry (for actions made elsewhere, e.g. a key the CLI made)."""
-        async with self.db.write() as session:
-            session.add(_entry(actor, action, account_id, details))
+        await self.db.write(lambda tx: tx.session.add(_entry(actor, action, account_id, details)))
 
     async def recharge(
         self,
@@ -117,8 +116,11 @@ class Administration:
     async def audit_log(
         self, *, account_id: str | None = None, limit: int = 200
     ) -> list[AuditEntry]:
-        async with self.db.read() as session:
-            query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-            if account_id is not None:
-                query = query.where(AuditEntry.account_id == account_id)
-            return list(await session.scalars(query))
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if account_id is not None:
+            query = query.where(AuditEntry.account_id == account_id)
+
+        def work(tx: Tx) -> list[AuditEntry]:
+            return list(tx.session.scalars(query))
+
+        return await self.db.read(work)

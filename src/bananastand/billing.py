@@ -1,5 +1,7 @@
 """The credit ledger. Every change of credits is one `LedgerEntry` row with a
-reason; an account's balance is the sum of its rows, nothing else.
+reason, written by `add_entry` in the same transaction as the change it pays for.
+The account's `balance` column is kept beside it in that same transaction (it is
+what requests read: no sum over history); `reconcile` proves the two agree.
 
 Reasons: `recharge`, `grant`, `deduct`, `generation` (the charge at
 acceptance, negative) and `refund` (what was not produced, positive).
@@ -9,15 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import aliased
 
-from bananastand.accounts import lock_account
-from bananastand.db import Database
+from bananastand.db import Database, Query, Tx
 from bananastand.db.models import Account, Base, LedgerEntry, Recharge, utcnow
-from bananastand.errors import InsufficientCredits, InvalidRequest
+from bananastand.errors import InsufficientCredits, InvalidRequest, NotFound
 
 # Bounds that keep every sum far inside a 64-bit integer column.
 MAX_CREDITS_PER_CHANGE = 10**12
@@ -27,40 +29,83 @@ MAX_MONEY = Decimal("1e12")
 Also = Callable[[Account], Sequence[Base]]
 _MONEY = re.compile(r"-?\d{1,15}(\.\d{1,2})?")
 
+_BALANCE: Query[int] = Query(select(Account.balance).where(Account.id == bindparam("account_id")))
+_CHANGE_BALANCE: Query[int] = Query(
+    update(Account)
+    .where(Account.id == bindparam("account_id"))
+    .values(balance=Account.balance + bindparam("amount"))
+    .returning(Account.balance)
+)
+_ADD_ENTRY: Query[None] = Query(
+    insert(LedgerEntry).values(
+        account_id=bindparam("account_id"),
+        amount=bindparam("amount"),
+        balance_after=bindparam("balance_after"),
+        reason=bindparam("reason"),
+        generation_id=bindparam("generation_id"),
+        note=bindparam("note"),
+        created_at=bindparam("created_at"),
+    )
+)
+
 
 def _check_credits(credits: int) -> None:
     if credits > MAX_CREDITS_PER_CHANGE:
         raise InvalidRequest(f"At most {MAX_CREDITS_PER_CHANGE} credits can change at once")
 
 
-async def balance_in(session: AsyncSession, account_id: str) -> int:
-    total = await session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            LedgerEntry.account_id == account_id
-        )
-    )
-    return int(total or 0)
+def balance_in(tx: Tx, account_id: str) -> int:
+    balance = tx.scalar(_BALANCE, account_id=account_id)
+    if balance is None:
+        raise NotFound(f"No account {account_id!r}")
+    return int(balance)
 
 
 def add_entry(
-    session: AsyncSession,
+    tx: Tx,
     account_id: str,
     amount: int,
     reason: str,
     *,
     generation_id: str | None = None,
     note: str = "",
-) -> None:
-    session.add(
-        LedgerEntry(
-            account_id=account_id,
-            amount=amount,
-            reason=reason,
-            generation_id=generation_id,
-            note=note,
-            created_at=utcnow(),
-        )
+) -> int:
+    """Change the account's credits by `amount`: its balance and one ledger row, in
+    the caller's transaction. Returns the new balance. Callers that check the balance
+    first hold the account's lock (`accounts.lock_account`) from check to change."""
+    balance = tx.scalar(_CHANGE_BALANCE, account_id=account_id, amount=amount)
+    if balance is None:
+        raise NotFound(f"No account {account_id!r}")
+    tx.run(
+        _ADD_ENTRY,
+        account_id=account_id,
+        amount=amount,
+        balance_after=balance,
+        reason=reason,
+        generation_id=generation_id,
+        note=note,
+        created_at=utcnow(),
     )
+    return int(balance)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """An account whose kept balance is not the sum of its ledger, or not the
+    running balance its newest ledger entry recorded."""
+
+    account_id: str
+    email: str
+    balance: int
+    ledger_sum: int
+    last_balance_after: int | None
+
+
+def _lock(tx: Tx, account_id: str) -> Account:
+    account = tx.session.scalar(select(Account).where(Account.id == account_id).with_for_update())
+    if account is None:
+        raise NotFound(f"No account {account_id!r}")
+    return account
 
 
 class Billing:
@@ -70,29 +115,66 @@ class Billing:
         self.currency = currency.upper()
 
     async def balance(self, account_id: str) -> int:
-        async with self.db.read() as session:
-            return await balance_in(session, account_id)
+        return await self.db.read(lambda tx: balance_in(tx, account_id))
 
     async def ledger(self, account_id: str, *, limit: int = 200) -> list[LedgerEntry]:
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(LedgerEntry)
-                .where(LedgerEntry.account_id == account_id)
-                .order_by(LedgerEntry.id.desc())
-                .limit(limit)
+        def work(tx: Tx) -> list[LedgerEntry]:
+            return list(
+                tx.session.scalars(
+                    select(LedgerEntry)
+                    .where(LedgerEntry.account_id == account_id)
+                    .order_by(LedgerEntry.id.desc())
+                    .limit(limit)
+                )
             )
-            return list(rows)
+
+        return await self.db.read(work)
 
     async def recharges(self, account_id: str) -> list[Recharge]:
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(Recharge).where(Recharge.account_id == account_id).order_by(Recharge.id)
+        def work(tx: Tx) -> list[Recharge]:
+            return list(
+                tx.session.scalars(
+                    select(Recharge).where(Recharge.account_id == account_id).order_by(Recharge.id)
+                )
             )
-            return list(rows)
+
+        return await self.db.read(work)
 
     async def recharged_total(self, account_id: str) -> Decimal:
-        async with self.db.read() as session:
-            return await _recharged(session, account_id, self.currency)
+        return await self.db.read(lambda tx: _recharged(tx, account_id, self.currency))
+
+    async def reconcile(self) -> list[Mismatch]:
+        """Every account whose kept balance differs from the sum of its ledger or from
+        its newest entry's running balance (an empty list when the books agree). One
+        pass over the ledger, off the event loop."""
+
+        def work(tx: Tx) -> list[Mismatch]:
+            sums = (
+                select(
+                    LedgerEntry.account_id,
+                    func.sum(LedgerEntry.amount).label("total"),
+                    func.max(LedgerEntry.id).label("last_id"),
+                )
+                .group_by(LedgerEntry.account_id)
+                .subquery()
+            )
+            last = aliased(LedgerEntry)
+            rows = tx.session.execute(
+                select(Account.id, Account.email, Account.balance, sums.c.total, last.balance_after)
+                .outerjoin(sums, sums.c.account_id == Account.id)
+                .outerjoin(last, last.id == sums.c.last_id)
+                .where(
+                    (Account.balance != func.coalesce(sums.c.total, 0))
+                    | (last.id.is_not(None) & (last.balance_after != Account.balance))
+                )
+                .order_by(Account.email)
+            )
+            return [
+                Mismatch(id_, email, balance, int(total or 0), after)
+                for id_, email, balance, total, after in rows
+            ]
+
+        return await self.db.read_heavy(work)
 
     async def recharge(
         self,
@@ -123,9 +205,12 @@ class Billing:
             raise InvalidRequest("Credits granted by a recharge cannot be negative")
         _check_credits(credits)
         currency = (currency or self.currency).upper()
-        async with self.db.write() as session:
-            account = await lock_account(session, account_id)
-            session.add(
+
+        def work(tx: Tx) -> Account:
+            account = _lock(tx, account_id)
+            if account.balance + credits > MAX_BALANCE:
+                raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
+            tx.session.add(
                 Recharge(
                     account_id=account.id,
                     money_amount=amount,
@@ -135,20 +220,20 @@ class Billing:
                     created_at=utcnow(),
                 )
             )
-            if await balance_in(session, account.id) + credits > MAX_BALANCE:
-                raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
+            tx.session.flush()
             if credits:
-                add_entry(
-                    session, account.id, credits, "recharge", note=f"{amount} {currency} {note}"
-                )
-            await session.flush()
+                add_entry(tx, account.id, credits, "recharge", note=f"{amount} {currency} {note}")
             if not account.api_access and (
-                await _recharged(session, account.id, self.currency) >= self.threshold
+                _recharged(tx, account.id, self.currency) >= self.threshold
             ):
                 account.api_access = True
             if also is not None:
-                session.add_all(also(account))
-        return account
+                tx.session.add_all(also(account))
+            tx.session.flush()
+            tx.session.refresh(account)
+            return account
+
+        return await self.db.write(work)
 
     async def grant(
         self, account_id: str, credits: int, *, reason: str, also: Also | None = None
@@ -170,23 +255,26 @@ class Billing:
         if not reason.strip():
             raise InvalidRequest("A reason is required")
         _check_credits(abs(amount))
-        async with self.db.write() as session:
-            account = await lock_account(session, account_id)
-            balance = await balance_in(session, account.id)
+
+        def work(tx: Tx) -> int:
+            account = _lock(tx, account_id)
+            balance = account.balance
             if balance + amount < 0:
                 raise InsufficientCredits(
                     f"Cannot deduct {-amount} credits: the balance is {balance}"
                 )
             if balance + amount > MAX_BALANCE:
                 raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
-            add_entry(session, account.id, amount, kind, note=reason.strip())
+            new_balance = add_entry(tx, account.id, amount, kind, note=reason.strip())
             if also is not None:
-                session.add_all(also(account))
-            return balance + amount
+                tx.session.add_all(also(account))
+            return new_balance
+
+        return await self.db.write(work)
 
 
-async def _recharged(session: AsyncSession, account_id: str, currency: str) -> Decimal:
-    total = await session.scalar(
+def _recharged(tx: Tx, account_id: str, currency: str) -> Decimal:
+    total = tx.session.scalar(
         select(func.coalesce(func.sum(Recharge.money_amount), 0)).where(
             Recharge.account_id == account_id, Recharge.currency == currency
         )

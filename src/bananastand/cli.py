@@ -9,13 +9,17 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from bananastand.billing import Mismatch
 from bananastand.config import Settings
+from bananastand.core import Core
 from bananastand.errors import BananastandError, InvalidRequest
-from bananastand.services import Services
+
+if TYPE_CHECKING:
+    from bananastand.services import Services
 
 T = TypeVar("T")
 
@@ -172,6 +176,8 @@ def worker() -> None:
 
 
 async def _work(settings: Settings) -> None:
+    from bananastand.services import Services
+
     services = Services.build(settings)
     await services.start("worker")
     if settings.worker_metrics_port:
@@ -195,7 +201,7 @@ def migrate() -> None:
 # --- admin ----------------------------------------------------------------------
 
 
-def _run(action: Callable[[Services], Awaitable[T]], *, creates: bool = False) -> T:
+def _run(action: Callable[[Core], Awaitable[T]], *, creates: bool = False) -> T:
     """Run an admin action on the server's data. Only `creates` actions may start
     a new SQLite database: anything else there means the wrong folder."""
     settings = _settings()
@@ -210,12 +216,12 @@ def _run(action: Callable[[Services], Awaitable[T]], *, creates: bool = False) -
             raise typer.Exit(1)
 
     async def main() -> T:
-        services = Services.build(settings)
-        await services.start("cli")
+        core = Core.build(settings)
         try:
-            return await action(services)
+            await core.db.migrate()
+            return await action(core)
         finally:
-            await services.stop()
+            await core.db.close()
 
     try:
         return asyncio.run(main())
@@ -224,17 +230,17 @@ def _run(action: Callable[[Services], Awaitable[T]], *, creates: bool = False) -
         raise typer.Exit(1) from None
 
 
-def _describe(services: Services) -> Callable[[Any], Awaitable[str]]:
+def _describe(core: Core) -> Callable[[Any], Awaitable[str]]:
     async def describe(account: Any) -> str:
-        balance = await services.billing.balance(account.id)
-        recharged = await services.billing.recharged_total(account.id)
-        limit = account.concurrency_limit or services.settings.default_concurrency_limit
+        balance = await core.billing.balance(account.id)
+        recharged = await core.billing.recharged_total(account.id)
+        limit = account.concurrency_limit or core.settings.default_concurrency_limit
         return (
             f"account {account.id}  {account.email}\n"
             f"  credits: {balance}\n"
             f"  api access: {'on' if account.api_access else 'off'}"
-            f"  (recharged {recharged} of {services.settings.api_access_threshold:g} "
-            f"{services.settings.currency})\n"
+            f"  (recharged {recharged} of {core.settings.api_access_threshold:g} "
+            f"{core.settings.currency})\n"
             f"  pro: {'yes' if account.is_pro else 'no'}  admin: "
             f"{'yes' if account.is_admin else 'no'}\n"
             f"  concurrency limit: {limit}"
@@ -256,8 +262,8 @@ def create_account(
 ) -> None:
     """Create an account."""
 
-    async def action(services: Services) -> str:
-        account = await services.accounts.create(
+    async def action(core: Core) -> str:
+        account = await core.accounts.create(
             email=email,
             display_name=name,
             api_access=api_access,
@@ -265,7 +271,7 @@ def create_account(
             is_admin=is_admin,
             concurrency_limit=concurrency,
         )
-        await services.admin.record(
+        await core.admin.record(
             "cli",
             "create_account",
             account.id,
@@ -275,10 +281,8 @@ def create_account(
             is_admin=is_admin,
         )
         if credits:
-            await services.admin.adjust(
-                "cli", account.id, credits=credits, reason="initial credits"
-            )
-        return await _describe(services)(account)
+            await core.admin.adjust("cli", account.id, credits=credits, reason="initial credits")
+        return await _describe(core)(account)
 
     typer.echo(_run(action, creates=True))
 
@@ -287,10 +291,10 @@ def create_account(
 def list_accounts(search: Annotated[str, typer.Option(help="Filter by email.")] = "") -> None:
     """List accounts."""
 
-    async def action(services: Services) -> list[str]:
+    async def action(core: Core) -> list[str]:
         rows = []
-        for account in await services.accounts.list(search=search, limit=1000):
-            balance = await services.billing.balance(account.id)
+        for account in await core.accounts.list(search=search, limit=1000):
+            balance = await core.billing.balance(account.id)
             rows.append(
                 f"{account.id}  {account.email:<32} credits={balance:<8} "
                 f"api={'on' if account.api_access else 'off'}"
@@ -305,8 +309,8 @@ def list_accounts(search: Annotated[str, typer.Option(help="Filter by email.")] 
 def show(account: str) -> None:
     """Show an account (by id or email)."""
 
-    async def action(services: Services) -> str:
-        return await _describe(services)(await services.accounts.get(account))
+    async def action(core: Core) -> str:
+        return await _describe(core)(await core.accounts.get(account))
 
     typer.echo(_run(action))
 
@@ -321,15 +325,15 @@ def recharge(
 ) -> None:
     """Record a recharge: money paid and the credits it buys. Counts toward API access."""
 
-    async def action(services: Services) -> str:
-        target = await services.admin.recharge(
+    async def action(core: Core) -> str:
+        target = await core.admin.recharge(
             "cli", account, money=amount, credits=credits, currency=currency, note=note
         )
-        summary = await _describe(services)(await services.accounts.get(target.id))
-        if currency and currency.upper() != services.settings.currency.upper():
+        summary = await _describe(core)(await core.accounts.get(target.id))
+        if currency and currency.upper() != core.settings.currency.upper():
             summary += (
                 f"\nnote: recharges in {currency.upper()} do not count toward the API-access "
-                f"threshold, which is in {services.settings.currency.upper()}"
+                f"threshold, which is in {core.settings.currency.upper()}"
             )
         return summary
 
@@ -344,9 +348,9 @@ def grant(
 ) -> None:
     """Grant credits."""
 
-    async def action(services: Services) -> int:
-        target = await services.accounts.get(account)
-        return await services.admin.adjust("cli", target.id, credits=credits, reason=reason)
+    async def action(core: Core) -> int:
+        target = await core.accounts.get(account)
+        return await core.admin.adjust("cli", target.id, credits=credits, reason=reason)
 
     typer.echo(f"credits: {_run(action)}")
 
@@ -359,11 +363,11 @@ def deduct(
 ) -> None:
     """Deduct credits (never below zero)."""
 
-    async def action(services: Services) -> int:
-        target = await services.accounts.get(account)
+    async def action(core: Core) -> int:
+        target = await core.accounts.get(account)
         if credits <= 0:
             raise InvalidRequest("Credits to deduct must be positive")
-        return await services.admin.adjust("cli", target.id, credits=-credits, reason=reason)
+        return await core.admin.adjust("cli", target.id, credits=-credits, reason=reason)
 
     typer.echo(f"credits: {_run(action)}")
 
@@ -381,10 +385,8 @@ def api_access(account: str, state: Annotated[str, typer.Argument(help="on or of
     """Enable or disable an account's API access."""
     enabled = _switch(state)
 
-    async def action(services: Services) -> str:
-        return await _describe(services)(
-            await services.admin.update("cli", account, api_access=enabled)
-        )
+    async def action(core: Core) -> str:
+        return await _describe(core)(await core.admin.update("cli", account, api_access=enabled))
 
     typer.echo(_run(action))
 
@@ -394,10 +396,8 @@ def pro(account: str, state: Annotated[str, typer.Argument(help="on or off")]) -
     """Set or clear an account's pro flag."""
     enabled = _switch(state)
 
-    async def action(services: Services) -> str:
-        return await _describe(services)(
-            await services.admin.update("cli", account, is_pro=enabled)
-        )
+    async def action(core: Core) -> str:
+        return await _describe(core)(await core.admin.update("cli", account, is_pro=enabled))
 
     typer.echo(_run(action))
 
@@ -409,14 +409,14 @@ def set_limit(
 ) -> None:
     """Set an account's concurrency limit."""
 
-    async def action(services: Services) -> str:
+    async def action(core: Core) -> str:
         if limit == "default":
-            updated = await services.admin.update("cli", account, reset_concurrency_limit=True)
+            updated = await core.admin.update("cli", account, reset_concurrency_limit=True)
         elif limit.isdigit():
-            updated = await services.admin.update("cli", account, concurrency_limit=int(limit))
+            updated = await core.admin.update("cli", account, concurrency_limit=int(limit))
         else:
             raise typer.BadParameter("a positive number or 'default'")
-        return await _describe(services)(updated)
+        return await _describe(core)(updated)
 
     typer.echo(_run(action))
 
@@ -437,10 +437,10 @@ def set_password(
 ) -> None:
     """Set an account's console password (signs out its console sessions)."""
 
-    async def action(services: Services) -> str:
-        target = await services.accounts.get(account)
-        await services.console_auth.set_password(target.id, password)
-        await services.admin.record("cli", "set_password", target.id)
+    async def action(core: Core) -> str:
+        target = await core.accounts.get(account)
+        await core.console_auth.set_password(target.id, password)
+        await core.admin.record("cli", "set_password", target.id)
         return f"password set for {target.email}"
 
     typer.echo(_run(action))
@@ -452,10 +452,10 @@ def create_key(
 ) -> None:
     """Create an API key; the full key is printed this once."""
 
-    async def action(services: Services) -> str:
-        target = await services.accounts.get(account)
-        created = await services.accounts.create_key(target.id, name=name)
-        await services.admin.record("cli", "create_key", target.id, prefix=created.key.prefix)
+    async def action(core: Core) -> str:
+        target = await core.accounts.get(account)
+        created = await core.accounts.create_key(target.id, name=name)
+        await core.admin.record("cli", "create_key", target.id, prefix=created.key.prefix)
         return created.secret
 
     secret = _run(action)
@@ -470,9 +470,9 @@ def list_keys(
 ) -> None:
     """List an account's API keys (prefixes only)."""
 
-    async def action(services: Services) -> list[str]:
-        target = await services.accounts.get(account)
-        keys = await services.accounts.list_keys(target.id, include_revoked=all_keys)
+    async def action(core: Core) -> list[str]:
+        target = await core.accounts.get(account)
+        keys = await core.accounts.list_keys(target.id, include_revoked=all_keys)
         return [
             f"{k.id}  {k.prefix}…  {k.name or '-':<16} created {k.created_at:%Y-%m-%d %H:%M}"
             f"  last used {k.last_used_at.strftime('%Y-%m-%d %H:%M') if k.last_used_at else '-'}"
@@ -488,9 +488,9 @@ def list_keys(
 def revoke_key(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
     """Revoke an API key."""
 
-    async def action(services: Services) -> str:
-        revoked = await services.accounts.revoke_key(key)
-        await services.admin.record("cli", "revoke_key", revoked.account_id, prefix=revoked.prefix)
+    async def action(core: Core) -> str:
+        revoked = await core.accounts.revoke_key(key)
+        await core.admin.record("cli", "revoke_key", revoked.account_id, prefix=revoked.prefix)
         return f"revoked {revoked.id} ({revoked.prefix}…)"
 
     typer.echo(_run(action))
@@ -502,20 +502,41 @@ def ledger(
 ) -> None:
     """Show an account's credit ledger, newest first."""
 
-    async def action(services: Services) -> list[str]:
-        target = await services.accounts.get(account)
-        rows = await services.billing.ledger(target.id, limit=limit)
-        balance = await services.billing.balance(target.id)
+    async def action(core: Core) -> list[str]:
+        target = await core.accounts.get(account)
+        rows = await core.billing.ledger(target.id, limit=limit)
+        balance = await core.billing.balance(target.id)
         lines = [f"balance: {balance}"]
         lines += [
-            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.amount:+6d}  {e.reason:<10} "
-            f"{e.generation_id or ''} {e.note}".rstrip()
+            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.amount:+6d}  = {e.balance_after:<8} "
+            f"{e.reason:<10} {e.generation_id or ''} {e.note}".rstrip()
             for e in rows
         ]
         return lines
 
     for row in _run(action):
         typer.echo(row)
+
+
+@admin.command("reconcile")
+def reconcile() -> None:
+    """Check every account's balance against its ledger; exit 1 naming any mismatch."""
+
+    async def action(core: Core) -> tuple[int, list[Mismatch]]:
+        return await core.accounts.count(), await core.billing.reconcile()
+
+    accounts, mismatches = _run(action)
+    for m in mismatches:
+        last = "" if m.last_balance_after is None else f", newest entry says {m.last_balance_after}"
+        typer.echo(
+            f"MISMATCH {m.email} ({m.account_id}): balance {m.balance}, "
+            f"ledger sum {m.ledger_sum}{last}",
+            err=True,
+        )
+    if mismatches:
+        typer.echo(f"{len(mismatches)} of {accounts} accounts do not reconcile", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: all {accounts} accounts reconcile (balance = sum of the ledger)")
 
 
 from bananastand.cli_client import register as _register_client  # noqa: E402

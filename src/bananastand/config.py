@@ -37,7 +37,9 @@ class Settings(BaseSettings):
         Path("data"), description="Folder for the SQLite database, images and the signing key."
     )
     database_url: str = Field(
-        "", description="SQLAlchemy async URL. Empty: a SQLite file in `data_dir`."
+        "",
+        description="SQLAlchemy URL, e.g. `postgresql+psycopg://user@host/db`. Empty: a SQLite "
+        "file in `data_dir`.",
     )
     signing_secret: str = Field(
         "",
@@ -316,7 +318,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'bananastand.db'}"
+        return self.database_url or f"sqlite:///{self.data_dir / 'bananastand.db'}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -24,7 +24,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, update
 
 from bananastand.accounts import Accounts
-from bananastand.db import Database
+from bananastand.db import Database, Tx
 from bananastand.db.models import Account, ConsoleSession, LoginAttempt, utcnow
 from bananastand.errors import Forbidden, InvalidRequest, TooManyAttempts, Unauthorized
 
@@ -92,14 +92,17 @@ class ConsoleAuth:
     async def set_password(self, account_id: str, password: str) -> None:
         account = await self.accounts.get(account_id)
         hashed = await self.hash_password(password, email=account.email)
-        async with self.db.write() as session:
-            await session.execute(
+
+        def work(tx: Tx) -> None:
+            tx.session.execute(
                 update(Account).where(Account.id == account.id).values(password_hash=hashed)
             )
             # A new password ends every session signed in with the old one.
-            await session.execute(
+            tx.session.execute(
                 delete(ConsoleSession).where(ConsoleSession.account_id == account.id)
             )
+
+        await self.db.write(work)
 
     async def change_password(
         self, signed: SignedIn, *, current: str, new: str, ip: str
@@ -108,16 +111,18 @@ class ConsoleAuth:
         every other session and answer a fresh one for this browser."""
         await self._check_rate(signed.account.email, ip)
         attempt = await self._note_attempt(signed.account.email, ip)
-        async with self.db.read() as session:
-            stored = await session.scalar(
+        stored = await self.db.read(
+            lambda tx: tx.session.scalar(
                 select(Account.password_hash).where(Account.id == signed.account.id)
             )
+        )
         if not await self._verify(stored, current) or stored is None:
             raise Unauthorized("The current password is not right")
-        async with self.db.write() as session:
-            await session.execute(
+        await self.db.write(
+            lambda tx: tx.session.execute(
                 update(LoginAttempt).where(LoginAttempt.id == attempt).values(succeeded=True)
             )
+        )
         await self.set_password(signed.account.id, new)
         return await self.open_session(await self.accounts.get(signed.account.id))
 
@@ -153,15 +158,19 @@ class ConsoleAuth:
         account = await self.accounts.create(
             email=email, display_name=display_name.strip()[:200], is_admin=make_admin
         )
-        async with self.db.write() as session:
-            await session.execute(
+        await self.db.write(
+            lambda tx: tx.session.execute(
                 update(Account).where(Account.id == account.id).values(password_hash=hashed)
             )
+        )
         return await self.accounts.get(account.id)
 
     async def _any_admin(self) -> bool:
-        async with self.db.read() as session:
-            return bool(await session.scalar(select(Account.id).where(Account.is_admin).limit(1)))
+        return bool(
+            await self.db.read(
+                lambda tx: tx.session.scalar(select(Account.id).where(Account.is_admin).limit(1))
+            )
+        )
 
     async def sign_in(self, *, email: str, password: str, ip: str) -> tuple[str, SignedIn]:
         """Check the password; answer a new session's cookie token and the session."""
@@ -170,36 +179,43 @@ class ConsoleAuth:
         # Counted as a failure before the (slow) check, so a burst of parallel
         # guesses cannot all slip under the limit; a success clears it.
         attempt = await self._note_attempt(email, ip)
-        async with self.db.read() as session:
-            account = await session.scalar(select(Account).where(Account.email == email))
+        account = await self.db.read(
+            lambda tx: tx.session.scalar(select(Account).where(Account.email == email))
+        )
         ok = await self._verify(account.password_hash if account else None, password)
         if not ok or account is None or account.password_hash is None:
             raise Unauthorized("Wrong email or password")
-        async with self.db.write() as session:
+
+        def signed_in(tx: Tx) -> None:
             # Signed in: this attempt succeeded, and the email's earlier failures end.
-            await session.execute(
+            tx.session.execute(
                 update(LoginAttempt).where(LoginAttempt.id == attempt).values(succeeded=True)
             )
-            await session.execute(
+            tx.session.execute(
                 delete(LoginAttempt).where(
                     LoginAttempt.email == email, LoginAttempt.succeeded.is_(False)
                 )
             )
+
+        await self.db.write(signed_in)
         return await self.open_session(account)
 
     async def _note_attempt(self, email: str, ip: str) -> int:
         now = utcnow()
-        async with self.db.write() as session:
+
+        def work(tx: Tx) -> int:
             attempt = LoginAttempt(email=email[:320], ip=ip[:64], succeeded=False, created_at=now)
-            session.add(attempt)
+            tx.session.add(attempt)
             # Forget attempts long past every window.
-            await session.execute(
+            tx.session.execute(
                 delete(LoginAttempt).where(
                     LoginAttempt.created_at < now - timedelta(seconds=self.window_seconds * 4)
                 )
             )
-            await session.flush()
+            tx.session.flush()
             return attempt.id
+
+        return await self.db.write(work)
 
     async def _check_rate(self, email: str, ip: str) -> None:
         """Failed sign-ins per email and per address; sign-ups (any outcome) per
@@ -214,7 +230,9 @@ class ConsoleAuth:
                 ((LoginAttempt.ip == ip) & (LoginAttempt.email != SIGNUP), self.max_failures * 4),
             ]
         )
-        async with self.db.read() as session:
+
+        def counts(tx: Tx) -> list[tuple[int, int]]:
+            found = []
             for where, limit in checks:
                 query = select(func.count(LoginAttempt.id)).where(
                     where, LoginAttempt.created_at >= since
@@ -223,22 +241,26 @@ class ConsoleAuth:
                     query = query.where(LoginAttempt.email == SIGNUP)
                 else:
                     query = query.where(LoginAttempt.succeeded.is_(False))
-                if (await session.scalar(query) or 0) >= limit:
-                    minutes = max(1, round(self.window_seconds / 60))
-                    what = "sign-ups from this address" if signup else "sign-in attempts"
-                    raise TooManyAttempts(
-                        f"Too many {what}; try again in "
-                        f"{minutes} minute{'s' if minutes != 1 else ''}",
-                        retry_after=int(self.window_seconds),
-                    )
+                found.append((int(tx.session.scalar(query) or 0), limit))
+            return found
+
+        for count, limit in await self.db.read(counts):
+            if count >= limit:
+                minutes = max(1, round(self.window_seconds / 60))
+                what = "sign-ups from this address" if signup else "sign-in attempts"
+                raise TooManyAttempts(
+                    f"Too many {what}; try again in {minutes} minute{'s' if minutes != 1 else ''}",
+                    retry_after=int(self.window_seconds),
+                )
 
     async def open_session(self, account: Account) -> tuple[str, SignedIn]:
         """A new signed-in session: the cookie's token, and the session."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = utcnow()
-        async with self.db.write() as session:
-            session.add(
+
+        def work(tx: Tx) -> None:
+            tx.session.add(
                 ConsoleSession(
                     id=_digest(token),
                     account_id=account.id,
@@ -248,7 +270,9 @@ class ConsoleAuth:
                 )
             )
             # Housekeeping rides along: forget expired sessions.
-            await session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
+            tx.session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
+
+        await self.db.write(work)
         return token, SignedIn(account=account, csrf_token=csrf, session_id=_digest(token))
 
     # --- sessions ------------------------------------------------------------------
@@ -256,18 +280,20 @@ class ConsoleAuth:
         """The live session a cookie token names, or None."""
         if not token or len(token) > 128:
             return None
-        async with self.db.read() as session:
-            row = (
-                await session.execute(
-                    select(ConsoleSession, Account)
-                    .join(Account, Account.id == ConsoleSession.account_id)
-                    .where(ConsoleSession.id == _digest(token))
-                )
+        row = await self.db.read(
+            lambda tx: tx.session.execute(
+                select(ConsoleSession, Account)
+                .join(Account, Account.id == ConsoleSession.account_id)
+                .where(ConsoleSession.id == _digest(token))
             ).first()
+        )
         if row is None or row[0].expires_at <= utcnow():
             return None
         return SignedIn(account=row[1], csrf_token=row[0].csrf_token, session_id=row[0].id)
 
     async def sign_out(self, session_id: str) -> None:
-        async with self.db.write() as session:
-            await session.execute(delete(ConsoleSession).where(ConsoleSession.id == session_id))
+        await self.db.write(
+            lambda tx: tx.session.execute(
+                delete(ConsoleSession).where(ConsoleSession.id == session_id)
+            )
+        )

@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, insert, select, text, update
 
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
-from bananastand.db import Database
+from bananastand.db import Database, Query, Tx
 from bananastand.db.models import (
     Generation,
     IdempotencyKey,
@@ -38,6 +38,201 @@ from bananastand.errors import (
 
 IN_PROGRESS = ("queued", "running")
 TERMINAL = ("completed", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """A stored image of a generation."""
+
+    id: str
+    position: int
+    extension: str
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+    expires_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRecord:
+    """A generation as read from the database: its row and its images, in order."""
+
+    id: str
+    account_id: str
+    api_key_id: str | None
+    prompt: str
+    model: str
+    mode: str
+    aspect_ratio: str
+    quantity: int
+    reference_urls: list[str]
+    seed: int
+    attempts: int
+    state: str
+    unit_cost: int
+    credits_charged: int
+    credits_used: int
+    error_message: str | None
+    callback_url: str | None
+    warning_message: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    images: tuple[ImageRecord, ...] = ()
+
+
+_GENERATION_COLUMNS = (
+    Generation.id,
+    Generation.account_id,
+    Generation.api_key_id,
+    Generation.prompt,
+    Generation.model,
+    Generation.mode,
+    Generation.aspect_ratio,
+    Generation.quantity,
+    Generation.reference_urls,
+    Generation.seed,
+    Generation.attempts,
+    Generation.state,
+    Generation.unit_cost,
+    Generation.credits_charged,
+    Generation.credits_used,
+    Generation.error_message,
+    Generation.callback_url,
+    Generation.warning_message,
+    Generation.created_at,
+    Generation.started_at,
+    Generation.finished_at,
+)
+_IMAGE_COLUMNS = (
+    StoredImage.id,
+    StoredImage.position,
+    StoredImage.extension,
+    StoredImage.mime_type,
+    StoredImage.width,
+    StoredImage.height,
+    StoredImage.size_bytes,
+    StoredImage.expires_at,
+    StoredImage.deleted_at,
+)
+_G = len(_GENERATION_COLUMNS)
+
+
+def _with_images(rows: Sequence[tuple[Any, ...]]) -> list[GenerationRecord]:
+    """Records from rows of generation columns followed by one image's columns (or
+    NULLs), ordered by generation then image position."""
+    records: list[GenerationRecord] = []
+    current: list[Any] | None = None
+    images: list[ImageRecord] = []
+    for row in rows:
+        if current is None or row[0] != current[0]:
+            if current is not None:
+                records.append(GenerationRecord(*current, images=tuple(images)))
+            current, images = list(row[:_G]), []
+        if row[_G] is not None:
+            images.append(ImageRecord(*row[_G:]))
+    if current is not None:
+        records.append(GenerationRecord(*current, images=tuple(images)))
+    return records
+
+
+_WITH_IMAGES = select(*_GENERATION_COLUMNS, *_IMAGE_COLUMNS).outerjoin(
+    StoredImage, StoredImage.generation_id == Generation.id
+)
+_GET = Query(
+    _WITH_IMAGES.where(Generation.id == bindparam("generation_id")).order_by(StoredImage.position)
+)
+_GET_OWN = Query(
+    _WITH_IMAGES.where(
+        Generation.id == bindparam("generation_id"),
+        Generation.account_id == bindparam("account_id"),
+    ).order_by(StoredImage.position)
+)
+_LOCK_GENERATION = Query(
+    select(*_GENERATION_COLUMNS)
+    .where(Generation.id == bindparam("generation_id"))
+    .with_for_update(),
+    into=GenerationRecord,
+)
+_IMAGES_OF = Query(
+    select(*_IMAGE_COLUMNS)
+    .where(StoredImage.generation_id == bindparam("generation_id"))
+    .order_by(StoredImage.position),
+    into=ImageRecord,
+)
+# What `state IN ('queued', 'running')` says, in a form `Query` compiles once.
+_IS_IN_PROGRESS = (Generation.state == "queued") | (Generation.state == "running")
+_STATE: Query[str] = Query(
+    select(Generation.state).where(Generation.id == bindparam("generation_id"))
+)
+_ACTIVE = Query(
+    select(Generation.model, Generation.quantity, Generation.started_at).where(
+        Generation.account_id == bindparam("account_id"), _IS_IN_PROGRESS
+    )
+)
+_WAITING: Query[int] = Query(select(func.count(Generation.id)).where(Generation.state == "queued"))
+_INSERT = Query(
+    insert(Generation).values({column.key: bindparam(column.key) for column in _GENERATION_COLUMNS})
+)
+_CLAIM: Query[int] = Query(
+    update(Generation)
+    .where(Generation.id == bindparam("generation_id"), _IS_IN_PROGRESS)
+    .values(state="running", started_at=bindparam("now"), attempts=Generation.attempts + 1)
+    .returning(Generation.attempts)
+)
+_FINISH = Query(
+    update(Generation)
+    .where(Generation.id == bindparam("generation_id"))
+    .values(
+        state=bindparam("state"),
+        credits_used=bindparam("credits_used"),
+        error_message=bindparam("error_message"),
+        warning_message=bindparam("warning_message"),
+        finished_at=bindparam("finished_at"),
+    )
+)
+_INSERT_IMAGE = Query(
+    insert(StoredImage).values(
+        generation_id=bindparam("generation_id"),
+        account_id=bindparam("account_id"),
+        created_at=bindparam("created_at"),
+        **{column.key: bindparam(column.key) for column in _IMAGE_COLUMNS},
+    )
+)
+_INSERT_WEBHOOK = Query(
+    insert(WebhookDelivery).values(
+        id=bindparam("id"),
+        account_id=bindparam("account_id"),
+        generation_id=bindparam("generation_id"),
+        url=bindparam("url"),
+        payload="",  # the poll answer, built when sent
+        state="pending",
+        attempts=0,
+        next_attempt_at=bindparam("now"),
+        created_at=bindparam("now"),
+    )
+)
+# The history page, newest first, by keyset on (created_at, id): one index range.
+_NEWEST = select(Generation.id).where(Generation.account_id == bindparam("account_id"))
+_PAGE = Query(
+    _NEWEST.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(bindparam("limit"))
+)
+_PAGE_BEFORE = Query(
+    _NEWEST.where(
+        (Generation.created_at < bindparam("created_at"))
+        | ((Generation.created_at == bindparam("created_at")) & (Generation.id < bindparam("id")))
+    )
+    .order_by(Generation.created_at.desc(), Generation.id.desc())
+    .limit(bindparam("limit"))
+)
+_ANCHOR = Query(
+    select(Generation.created_at, Generation.id).where(
+        Generation.id == bindparam("generation_id"),
+        Generation.account_id == bindparam("account_id"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +271,7 @@ class ImageFile:
 
 @dataclass(frozen=True)
 class Settled:
-    generation: Generation
+    generation: GenerationRecord
     balance: int
     changed: bool  # False when the generation had already been settled
 
@@ -115,53 +310,40 @@ class Generations:
         queue_size: int | None,
         queue_workers: int,
         db_limits: bool = True,
-    ) -> tuple[Generation, int]:
+        start_now: bool = False,
+    ) -> tuple[GenerationRecord, int]:
         """In one transaction: check credits, the account's concurrency slots and
         (async) the queue, then charge and record. Returns (record, balance).
-        With `db_limits=False` the slots and the queue are Redis's (scale-out)."""
-        async with self.db.write() as session:
-            account = await lock_account(session, new.account_id)
+        With `db_limits=False` the slots and the queue are Redis's (scale-out).
+        `start_now`: the caller runs it at once, so it is recorded as running (its
+        first attempt) and needs no claim."""
+
+        def work(tx: Tx) -> tuple[GenerationRecord, int]:
+            account = lock_account(tx, new.account_id)
             if new.idempotency is not None:
                 # Under the account lock: of two requests with one key, one creates.
-                await _claim_idempotency(session, new)
-            balance = await balance_in(session, account.id)
-            if balance < new.total_cost:
+                _claim_idempotency(tx, new)
+            if account.balance < new.total_cost:
                 raise InsufficientCredits(
                     f"Insufficient credits: this generation costs {new.total_cost}, "
-                    f"the balance is {balance}"
+                    f"the balance is {account.balance}"
                 )
-            limit = account.concurrency_limit or default_limit
-            active = (
-                []
-                if not db_limits
-                else list(
-                    (
-                        await session.execute(
-                            select(
-                                Generation.model, Generation.quantity, Generation.started_at
-                            ).where(
-                                Generation.account_id == account.id,
-                                Generation.state.in_(IN_PROGRESS),
-                            )
-                        )
-                    ).all()
-                )
-            )
-            if len(active) >= limit:
-                raise ConcurrencyLimitExceeded(
-                    limit=limit, active=len(active), retry_after=self._slot_eta(active)
-                )
-            if queue_size is not None and db_limits:
-                waiting = await session.scalar(
-                    select(func.count(Generation.id)).where(Generation.state == "queued")
-                )
-                if (waiting or 0) >= queue_size:
-                    per_job = self.estimate(new.model, new.quantity)
-                    raise ServerBusy(
-                        retry_after=max(1, math.ceil(per_job * (waiting or 0) / queue_workers))
+            if db_limits:
+                limit = account.concurrency_limit or default_limit
+                active = tx.all(_ACTIVE, account_id=account.id)
+                if len(active) >= limit:
+                    raise ConcurrencyLimitExceeded(
+                        limit=limit, active=len(active), retry_after=self._slot_eta(active)
                     )
+                if queue_size is not None:
+                    waiting = int(tx.scalar(_WAITING) or 0)
+                    if waiting >= queue_size:
+                        per_job = self.estimate(new.model, new.quantity)
+                        raise ServerBusy(
+                            retry_after=max(1, math.ceil(per_job * waiting / queue_workers))
+                        )
             now = utcnow()
-            record = Generation(
+            record = GenerationRecord(
                 id=new.id,
                 account_id=account.id,
                 api_key_id=new.api_key_id,
@@ -171,17 +353,27 @@ class Generations:
                 aspect_ratio=new.aspect_ratio,
                 quantity=new.quantity,
                 reference_urls=new.reference_urls,
-                callback_url=new.callback_url,
                 seed=new.seed,
-                state="queued",
+                attempts=1 if start_now else 0,
+                state="running" if start_now else "queued",
                 unit_cost=new.unit_cost,
                 credits_charged=new.total_cost,
                 credits_used=new.total_cost,
+                error_message=None,
+                callback_url=new.callback_url,
+                warning_message=None,
                 created_at=now,
+                started_at=now if start_now else None,
+                finished_at=None,
             )
-            session.add(record)
-            add_entry(session, account.id, -new.total_cost, "generation", generation_id=new.id)
-            return record, balance - new.total_cost
+            tx.run(
+                _INSERT,
+                **{column.key: getattr(record, column.key) for column in _GENERATION_COLUMNS},
+            )
+            balance = add_entry(tx, account.id, -new.total_cost, "generation", generation_id=new.id)
+            return record, balance
+
+        return await self.db.write(work)
 
     def _slot_eta(self, active: Sequence[tuple[str, int, datetime | None]]) -> int:
         """Seconds until the soonest of the running generations should end."""
@@ -196,39 +388,30 @@ class Generations:
     async def claim(self, generation_id: str) -> int | None:
         """Start (or, after a lost worker, restart) a run: -> running, one more
         attempt. Returns the attempt number, or None when the generation has ended."""
-        async with self.db.write() as session:
-            record = await session.scalar(
-                select(Generation).where(Generation.id == generation_id).with_for_update()
-            )
-            if record is None or record.state not in IN_PROGRESS:
-                return None
-            record.state = "running"
-            record.started_at = utcnow()
-            record.attempts += 1
-            return record.attempts
+        now = utcnow()
+        attempt = await self.db.write(
+            lambda tx: tx.scalar(_CLAIM, generation_id=generation_id, now=now)
+        )
+        return None if attempt is None else int(attempt)
 
     async def requeue(self, generation_id: str, *, hand_back: bool = False) -> None:
         """Back to `queued`; a hand-back (graceful stop) does not count as an attempt."""
         values: dict[str, object] = {"state": "queued", "started_at": None}
         if hand_back:
             values["attempts"] = Generation.attempts - 1
-        async with self.db.write() as session:
-            await session.execute(
+
+        def work(tx: Tx) -> None:
+            tx.session.execute(
                 update(Generation)
                 .where(Generation.id == generation_id, Generation.state.in_(IN_PROGRESS))
                 .values(**values)
             )
 
+        await self.db.write(work)
+
     async def estimate_slot_eta(self, account_id: str) -> int:
-        async with self.db.read() as session:
-            active = (
-                await session.execute(
-                    select(Generation.model, Generation.quantity, Generation.started_at).where(
-                        Generation.account_id == account_id, Generation.state.in_(IN_PROGRESS)
-                    )
-                )
-            ).all()
-        return self._slot_eta(list(active))  # type: ignore[arg-type]
+        active = await self.db.read(lambda tx: tx.all(_ACTIVE, account_id=account_id))
+        return self._slot_eta(active)
 
     async def settle(
         self,
@@ -242,30 +425,36 @@ class Generations:
         """End a generation exactly once: record the outcome and images, charge
         what was produced (a safety verdict is charged in full, as the public
         service does), refund the rest and free the concurrency slot."""
-        async with self.db.write() as session:
-            record = await session.scalar(
-                select(Generation).where(Generation.id == generation_id).with_for_update()
-            )
+
+        def work(tx: Tx) -> Settled:
+            record = tx.one(_LOCK_GENERATION, generation_id=generation_id)
             if record is None:
                 raise NotFound("No such generation")
             if record.state in TERMINAL:
-                return Settled(record, await balance_in(session, record.account_id), False)
+                stored = tuple(tx.all(_IMAGES_OF, generation_id=record.id))
+                return Settled(
+                    replace(record, images=stored), balance_in(tx, record.account_id), False
+                )
             now = utcnow()
+            warning_message = record.warning_message
+            error_message = record.error_message
             if warning is not None:
-                record.state = "completed"
-                record.warning_message = warning
+                state = "completed"
+                warning_message = warning
                 used = record.credits_charged
             elif images:
-                record.state = "completed"
+                state = "completed"
                 used = min(record.unit_cost * len(images), record.credits_charged)
+                if error:
+                    error_message = error  # a partial result keeps its reason
             else:
-                record.state = "failed"
-                record.error_message = error or "Generation failed"
+                state = "failed"
+                error_message = error or "Generation failed"
                 used = 0
             refund = record.credits_charged - used
             if refund:
-                add_entry(
-                    session,
+                balance = add_entry(
+                    tx,
                     record.account_id,
                     refund,
                     "refund",
@@ -274,105 +463,153 @@ class Generations:
                     if warning is None
                     else "",
                 )
-            record.credits_used = used
-            record.finished_at = now
-            if images and error and warning is None:
-                record.error_message = error  # a partial result keeps its reason
+            else:
+                balance = balance_in(tx, record.account_id)
+            tx.run(
+                _FINISH,
+                generation_id=record.id,
+                state=state,
+                credits_used=used,
+                error_message=error_message,
+                warning_message=warning_message,
+                finished_at=now,
+            )
+            stored = []
             for position, image in enumerate(images):
-                session.add(
-                    StoredImage(
-                        id=image.id,
-                        generation_id=record.id,
-                        account_id=record.account_id,
-                        position=position,
-                        extension=image.extension,
-                        mime_type=image.mime_type,
-                        width=image.width,
-                        height=image.height,
-                        size_bytes=image.size_bytes,
-                        expires_at=now + image_ttl,
-                        created_at=now,
-                    )
+                row = ImageRecord(
+                    id=image.id,
+                    position=position,
+                    extension=image.extension,
+                    mime_type=image.mime_type,
+                    width=image.width,
+                    height=image.height,
+                    size_bytes=image.size_bytes,
+                    expires_at=now + image_ttl,
+                    deleted_at=None,
                 )
+                tx.run(
+                    _INSERT_IMAGE,
+                    generation_id=record.id,
+                    account_id=record.account_id,
+                    created_at=now,
+                    **{column.key: getattr(row, column.key) for column in _IMAGE_COLUMNS},
+                )
+                stored.append(row)
             if record.callback_url:
                 # In the settlement's own transaction: a settled generation always
                 # has its webhook message (sent by `webhooks`, whoever settled it).
-                session.add(
-                    WebhookDelivery(
-                        id="msg_" + secrets.token_hex(12),
-                        account_id=record.account_id,
-                        generation_id=record.id,
-                        url=record.callback_url,
-                        payload="",  # the poll answer, built when sent
-                        state="pending",
-                        attempts=0,
-                        next_attempt_at=now,
-                        created_at=now,
-                    )
+                tx.run(
+                    _INSERT_WEBHOOK,
+                    id="msg_" + secrets.token_hex(12),
+                    account_id=record.account_id,
+                    generation_id=record.id,
+                    url=record.callback_url,
+                    now=now,
                 )
-            await session.flush()
-            await session.refresh(record, ["images"])
-            return Settled(record, await balance_in(session, record.account_id), True)
+            settled = replace(
+                record,
+                state=state,
+                credits_used=used,
+                error_message=error_message,
+                warning_message=warning_message,
+                finished_at=now,
+                images=tuple(stored),
+            )
+            return Settled(settled, balance, True)
 
-    async def get(self, generation_id: str, *, account_id: str | None = None) -> Generation:
+        return await self.db.write(work)
+
+    async def get(self, generation_id: str, *, account_id: str | None = None) -> GenerationRecord:
         """One record; with `account_id`, only if it is that account's (else 404)."""
-        async with self.db.read() as session:
-            query = select(Generation).where(Generation.id == generation_id)
-            if account_id is not None:
-                query = query.where(Generation.account_id == account_id)
-            record = await session.scalar(query)
-        if record is None:
+
+        def work(tx: Tx) -> list[tuple[Any, ...]]:
+            if account_id is None:
+                return tx.all(_GET, generation_id=generation_id)
+            return tx.all(_GET_OWN, generation_id=generation_id, account_id=account_id)
+
+        records = _with_images(await self.db.read(work))
+        if not records:
             raise NotFound("Generation not found")
-        return record
+        return records[0]
+
+    async def get_with_balance(self, generation_id: str) -> tuple[GenerationRecord, int]:
+        """A record and its account's balance, read together."""
+
+        def work(tx: Tx) -> tuple[list[tuple[Any, ...]], int | None]:
+            rows = tx.all(_GET, generation_id=generation_id)
+            return rows, balance_in(tx, rows[0][1]) if rows else None
+
+        rows, balance = await self.db.read(work)
+        records = _with_images(rows)
+        if not records or balance is None:
+            raise NotFound("Generation not found")
+        return records[0], balance
 
     async def page(
         self, account_id: str, *, limit: int, before: str | None = None
-    ) -> list[Generation]:
+    ) -> list[GenerationRecord]:
         """The account's generations, newest first, older than the one with id `before`."""
-        async with self.db.read() as session:
-            query = select(Generation).where(Generation.account_id == account_id)
+
+        def work(tx: Tx) -> list[GenerationRecord]:
             if before:
-                anchor = await session.scalar(
-                    select(Generation).where(
-                        Generation.id == before, Generation.account_id == account_id
-                    )
-                )
+                anchor = tx.one(_ANCHOR, generation_id=before, account_id=account_id)
                 if anchor is None:
                     raise NotFound("Unknown cursor: no such generation")
-                query = query.where(
-                    (Generation.created_at < anchor.created_at)
-                    | ((Generation.created_at == anchor.created_at) & (Generation.id < anchor.id))
+                ids = [
+                    row[0]
+                    for row in tx.all(
+                        _PAGE_BEFORE,
+                        account_id=account_id,
+                        created_at=anchor[0],
+                        id=anchor[1],
+                        limit=limit,
+                    )
+                ]
+            else:
+                ids = [row[0] for row in tx.all(_PAGE, account_id=account_id, limit=limit)]
+            if not ids:
+                return []
+            rows = tx.connection.execute(
+                _WITH_IMAGES.where(Generation.id.in_(ids)).order_by(
+                    Generation.created_at.desc(), Generation.id.desc(), StoredImage.position
                 )
-            rows = await session.scalars(
-                query.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(limit)
-            )
-            return list(rows)
+            ).all()
+            return _with_images([tuple(row) for row in rows])
+
+        return await self.db.read(work)
 
     async def queue_depth(self, *, jobs: bool = False) -> int:
         """Async generations waiting to run; with `jobs`, the task queue's waiting jobs
         (scale-out), which also proves the queue's tables answer."""
-        async with self.db.read() as session:
-            if jobs:
-                count = await session.scalar(
-                    text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
-                )
-            else:
-                count = await session.scalar(
-                    select(func.count(Generation.id)).where(Generation.state == "queued")
-                )
-        return int(count or 0)
 
-    async def replayed(self, account_id: str, key: str, request_hash: str) -> Generation | None:
+        def work(tx: Tx) -> int:
+            if jobs:
+                return int(
+                    tx.session.scalar(
+                        text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
+                    )
+                    or 0
+                )
+            return int(tx.scalar(_WAITING) or 0)
+
+        return await self.db.read(work)
+
+    async def replayed(
+        self, account_id: str, key: str, request_hash: str
+    ) -> GenerationRecord | None:
         """The generation an earlier request with this Idempotency-Key created
         (within 24 h), or None; 409 when that request's body was different."""
-        async with self.db.read() as session:
-            row = await session.scalar(
+
+        def work(tx: Tx) -> IdempotencyKey | None:
+            return tx.session.scalar(
                 select(IdempotencyKey).where(
                     IdempotencyKey.account_id == account_id,
                     IdempotencyKey.key == key,
                     IdempotencyKey.created_at > utcnow() - IDEMPOTENCY_WINDOW,
                 )
             )
+
+        row = await self.db.read(work)
         if row is None:
             return None
         if row.request_hash != request_hash:
@@ -382,66 +619,79 @@ class Generations:
     async def states_of(self, generation_ids: Sequence[str]) -> dict[str, str]:
         if not generation_ids:
             return {}
-        async with self.db.read() as session:
-            rows = await session.execute(
+
+        def work(tx: Tx) -> dict[str, str]:
+            rows = tx.session.execute(
                 select(Generation.id, Generation.state).where(
                     Generation.id.in_(list(generation_ids))
                 )
             )
             return {generation_id: state for generation_id, state in rows}
 
+        return await self.db.read(work)
+
     async def is_settled(self, generation_id: str) -> bool:
-        async with self.db.read() as session:
-            state = await session.scalar(
-                select(Generation.state).where(Generation.id == generation_id)
-            )
+        state = await self.db.read(lambda tx: tx.scalar(_STATE, generation_id=generation_id))
         return state in TERMINAL
 
-    async def in_progress(self) -> list[Generation]:
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(Generation)
-                .where(Generation.state.in_(IN_PROGRESS))
-                .order_by(Generation.created_at)
-            )
-            return list(rows)
+    async def in_progress(self) -> list[GenerationRecord]:
+        def work(tx: Tx) -> list[tuple[Any, ...]]:
+            return [
+                tuple(row)
+                for row in tx.connection.execute(
+                    _WITH_IMAGES.where(Generation.state.in_(IN_PROGRESS)).order_by(
+                        Generation.created_at, Generation.id, StoredImage.position
+                    )
+                )
+            ]
+
+        return _with_images(await self.db.read(work))
 
     async def expired_images(self, *, limit: int = 500) -> list[StoredImage]:
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(StoredImage)
-                .where(StoredImage.expires_at <= utcnow(), StoredImage.deleted_at.is_(None))
-                .limit(limit)
+        def work(tx: Tx) -> list[StoredImage]:
+            return list(
+                tx.session.scalars(
+                    select(StoredImage)
+                    .where(StoredImage.expires_at <= utcnow(), StoredImage.deleted_at.is_(None))
+                    .limit(limit)
+                )
             )
-            return list(rows)
+
+        return await self.db.read(work)
 
     async def known_images(self, image_ids: Sequence[str]) -> set[str]:
         """Which of these ids have an image record (deleted or not)."""
-        known: set[str] = set()
-        async with self.db.read() as session:
+
+        def work(tx: Tx) -> set[str]:
+            known: set[str] = set()
             for start in range(0, len(image_ids), 500):
                 chunk = list(image_ids[start : start + 500])
-                rows = await session.scalars(
-                    select(StoredImage.id).where(StoredImage.id.in_(chunk))
+                known.update(
+                    tx.session.scalars(select(StoredImage.id).where(StoredImage.id.in_(chunk)))
                 )
-                known.update(rows)
-        return known
+            return known
+
+        return await self.db.read(work)
 
     async def mark_deleted(self, image_ids: Sequence[str]) -> None:
         if not image_ids:
             return
-        async with self.db.write() as session:
-            await session.execute(
+
+        def work(tx: Tx) -> None:
+            tx.session.execute(
                 update(StoredImage)
                 .where(StoredImage.id.in_(list(image_ids)))
                 .values(deleted_at=utcnow())
             )
 
+        await self.db.write(work)
 
-async def _claim_idempotency(session: AsyncSession, new: NewGeneration) -> None:
+
+def _claim_idempotency(tx: Tx, new: NewGeneration) -> None:
     assert new.idempotency is not None
     key, request_hash = new.idempotency
-    existing = await session.scalar(
+    session = tx.session
+    existing = session.scalar(
         select(IdempotencyKey).where(
             IdempotencyKey.account_id == new.account_id, IdempotencyKey.key == key
         )
@@ -451,8 +701,8 @@ async def _claim_idempotency(session: AsyncSession, new: NewGeneration) -> None:
             raise IdempotencyConflict()
         raise Replay(existing.generation_id)
     if existing is not None:  # expired: the key may be used again
-        await session.delete(existing)
-        await session.flush()
+        session.delete(existing)
+        session.flush()
     session.add(
         IdempotencyKey(
             account_id=new.account_id,

@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import select, text
 
 from bananastand.db.models import Generation, utcnow
-from bananastand.generations import IN_PROGRESS, TERMINAL
+from bananastand.generations import IN_PROGRESS, TERMINAL, GenerationRecord
 from bananastand.limits import RedisSlots
 from bananastand.queue import QueueDispatcher
 from bananastand.service import GenerationService
@@ -75,7 +75,7 @@ class Janitor:
             log.info("janitor: %s", report)
         return report
 
-    async def _expire(self, in_progress: list[Generation]) -> int:
+    async def _expire(self, in_progress: list[GenerationRecord]) -> int:
         limit = utcnow() - timedelta(seconds=self.settings.generation_max_age_seconds)
         expired = 0
         for record in in_progress:
@@ -86,18 +86,17 @@ class Janitor:
 
     async def _redispatch_orphans(self) -> int:
         """In-progress generations with no waiting or running job get a new one."""
-        async with self.service.generations.db.read() as session:
-            rows = await session.execute(
-                select(Generation.id, Generation.mode, Generation.state).where(
-                    Generation.state.in_(IN_PROGRESS),
-                    Generation.created_at < utcnow() - _ORPHAN_AFTER,
-                    text(
-                        "NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
-                        "WHERE j.lock = generations.id AND j.status IN ('todo', 'doing'))"
-                    ),
-                )
-            )
-            orphans = list(rows)
+        query = select(Generation.id, Generation.mode, Generation.state).where(
+            Generation.state.in_(IN_PROGRESS),
+            Generation.created_at < utcnow() - _ORPHAN_AFTER,
+            text(
+                "NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "
+                "WHERE j.lock = generations.id AND j.status IN ('todo', 'doing'))"
+            ),
+        )
+        orphans = await self.service.generations.db.read(
+            lambda tx: [tuple(row) for row in tx.session.execute(query)]
+        )
         for generation_id, mode, state in orphans:
             if state == "running":
                 await self.service.generations.requeue(generation_id)

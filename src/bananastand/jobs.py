@@ -69,8 +69,15 @@ class Runner:
     def _spawn(self, generation_id: str) -> asyncio.Task[None]:
         task = asyncio.create_task(self._run(generation_id), name=f"generation-{generation_id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._ended(generation_id, done))
         return task
+
+    def _ended(self, generation_id: str, task: asyncio.Task[None]) -> None:
+        """Every run's end, also of a task cancelled before it ever started."""
+        self._tasks.discard(task)
+        future = self._done.pop(generation_id, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def enqueue(self, generation_id: str) -> None:
         self._track(generation_id)
@@ -96,10 +103,6 @@ class Runner:
             raise
         except Exception:  # the executor settles its own failures; this is a last resort
             log.exception("generation %s: unhandled error in the runner", generation_id)
-        finally:
-            future = self._done.pop(generation_id, None)
-            if future is not None and not future.done():
-                future.set_result(None)
 
     async def _work(self) -> None:
         while True:

@@ -26,13 +26,12 @@ from redis.exceptions import RedisError
 
 from bananastand import metrics, previews
 from bananastand.accounts import Caller
-from bananastand.billing import balance_in
 from bananastand.catalog import Catalog
 from bananastand.config import Settings
-from bananastand.db.models import Generation
 from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ServerBusy
 from bananastand.generations import (
     TERMINAL,
+    GenerationRecord,
     Generations,
     ImageFile,
     NewGeneration,
@@ -76,7 +75,7 @@ LOST = "Interrupted too many times (the processes running it stopped); refunded"
 
 @dataclass(frozen=True)
 class Submission:
-    record: Generation
+    record: GenerationRecord
     balance: int
     replayed: bool = False  # an Idempotency-Key repeat: nothing new was charged
 
@@ -134,6 +133,10 @@ class GenerationService:
         # Embedded only: stream generations whose client turned previews off (the run
         # happens in this process; in scale-out, followers leave the previews out).
         self._no_previews: set[str] = set()
+        # Embedded: generations admitted as running, handed to `execute` without a
+        # claim; sync generations' callers waiting for the settlement.
+        self._started: dict[str, GenerationRecord] = {}
+        self._endings: dict[str, asyncio.Future[tuple[GenerationRecord, int]]] = {}
         self._orphans_swept_at = time.monotonic()  # the first scan an hour after start
 
     # --- accepting ---------------------------------------------------------
@@ -169,10 +172,16 @@ class GenerationService:
             return await self._replay(replay.generation_id)
 
     async def _replay(self, generation_id: str) -> Submission:
-        record = await self.generations.get(generation_id)
-        async with self.generations.db.read() as session:
-            balance = await balance_in(session, record.account_id)
+        record, balance = await self.generations.get_with_balance(generation_id)
         return Submission(record, balance, replayed=True)
+
+    async def outcome(self, generation_id: str) -> tuple[GenerationRecord, int]:
+        """Wait for the generation to end: its final record and the balance after."""
+        ending = self._endings.get(generation_id)
+        if ending is not None:
+            return await asyncio.shield(ending)
+        await self.wait_settled(generation_id)
+        return await self.generations.get_with_balance(generation_id)
 
     async def wait_settled(self, generation_id: str) -> None:
         """Until the generation has ended, wherever and whenever it was started."""
@@ -220,6 +229,8 @@ class GenerationService:
         keep_references = bool(references) and (new.mode == "async" or self.slots is not None)
         if keep_references:
             await self._save_references(new.id, references)
+        # Embedded sync and stream generations run here at once: admitted as running.
+        start_now = self.slots is None and new.mode != "async"
         try:
             await self._take_slot(caller, new)
             try:
@@ -229,6 +240,7 @@ class GenerationService:
                     queue_size=self.settings.async_queue_size if new.mode == "async" else None,
                     queue_workers=self.settings.async_workers,
                     db_limits=self.slots is None,
+                    start_now=start_now,
                 )
             except BaseException:
                 if self.slots is not None:
@@ -246,6 +258,10 @@ class GenerationService:
         self.bus.open(record.id)
         if not previews and record.mode == "stream" and self.slots is None:
             self._no_previews.add(record.id)
+        if start_now:
+            self._started[record.id] = record
+            if record.mode == "sync":
+                self._endings[record.id] = asyncio.get_running_loop().create_future()
         await self.dispatcher.dispatch(record.id, record.mode)
         return Submission(record, balance)
 
@@ -316,6 +332,11 @@ class GenerationService:
                 seq, event = item
                 if event.get("type") in FINAL_TYPES:
                     final_seq = seq
+                    if self.slots is None and (after is None or seq > after):
+                        # Embedded: settled in this process, which built the event
+                        # from the settled record; nothing to read again.
+                        yield seq, event
+                        return
                     break  # the final event is built here, from the record (below)
                 # Earlier events count for the floor even when the client has them.
                 progress = max(progress, int(event.get("progress", 0)))
@@ -333,9 +354,7 @@ class GenerationService:
             await asyncio.sleep(idle_timeout)
         # Built where the client is: image URLs come from this process's signer and
         # public base URL, whichever process ran the generation.
-        record = await self.generations.get(generation_id)
-        async with self.generations.db.read() as session:
-            balance = await balance_in(session, record.account_id)
+        record, balance = await self.generations.get_with_balance(generation_id)
         # Numbered as the channel numbered it; without it (the channel failed, or
         # forgot the generation), right after the last event this client has.
         seq = final_seq if final_seq is not None else last + 1
@@ -360,11 +379,13 @@ class GenerationService:
         if self.slots is not None:
             with contextlib.suppress(OSError, RedisError):  # the janitor tidies up later
                 await self.slots.dequeue(generation_id)  # no longer waiting
-        attempt = await self.generations.claim(generation_id)
-        if attempt is None:
-            return  # already settled
-        record = await self.generations.get(generation_id)
-        if attempt > self.settings.generation_max_attempts:
+        record = self._started.pop(generation_id, None)
+        if record is None:  # queued (async, or run by a worker): claim it now
+            attempt = await self.generations.claim(generation_id)
+            if attempt is None:
+                return  # already settled
+            record = await self.generations.get(generation_id)
+        if record.attempts > self.settings.generation_max_attempts:
             await self._settle(record.id, images=[], error=LOST)
             await self._drop_references(record.id, len(record.reference_urls))
             return
@@ -445,7 +466,7 @@ class GenerationService:
             if record.reference_urls and (await self.generations.get(record.id)).state in TERMINAL:
                 await self._drop_references(record.id, len(record.reference_urls))
 
-    def _previews(self, record: Generation) -> Previews | None:
+    def _previews(self, record: GenerationRecord) -> Previews | None:
         """What to ask of the backend: previews for someone watching a stream."""
         if record.mode != "stream" or not self.settings.stream_previews:
             return None
@@ -503,6 +524,9 @@ class GenerationService:
             )
             if record.callback_url and self.webhooks is not None:
                 self.webhooks.wake()  # its message was written with the settlement
+        ending = self._endings.pop(generation_id, None)
+        if ending is not None and not ending.done():
+            ending.set_result((settled.generation, settled.balance))
 
     async def _publish(self, generation_id: str, kind: str, message: str, progress: int) -> None:
         await self._publish_event(
@@ -532,7 +556,7 @@ class GenerationService:
             await self.storage.put(f"references/{generation_id}/{index}.json", meta)
             await self.storage.put(f"references/{generation_id}/{index}.bin", ref.data)
 
-    async def _load_references(self, record: Generation) -> tuple[ReferenceImage, ...]:
+    async def _load_references(self, record: GenerationRecord) -> tuple[ReferenceImage, ...]:
         if record.id in self._references:
             return self._references[record.id]
         refs = []
@@ -566,7 +590,7 @@ class GenerationService:
                 failed += 1
         return resumed, failed
 
-    async def cancel(self, generation_id: str, *, account_id: str) -> tuple[Generation, bool]:
+    async def cancel(self, generation_id: str, *, account_id: str) -> tuple[GenerationRecord, bool]:
         """Stop a waiting or running generation of the account: it ends failed and
         refunded at once (freeing its slot), then its work is stopped as soon as the
         backend allows. Returns (record, whether anything changed)."""
@@ -580,11 +604,15 @@ class GenerationService:
         )
         await self._after_settle(settled)
         if settled.changed:
+            self._started.pop(generation_id, None)
             try:
                 await self.dispatcher.cancel(generation_id)
             except Exception:  # best effort: whatever it makes now is discarded anyway
                 log.warning("could not stop the work of cancelled %s", generation_id)
-        return await self.generations.get(generation_id), settled.changed
+            # A run still waiting in the queue will never start (so never tidy up).
+            self._references.pop(generation_id, None)
+            await self._drop_references(generation_id, len(record.reference_urls))
+        return settled.generation, settled.changed
 
     async def fail(self, generation_id: str, message: str) -> None:
         """End a generation as failed and refunded (whoever runs it is gone)."""

@@ -13,10 +13,7 @@ What starts depends on the role and the mode:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -29,6 +26,7 @@ from bananastand.billing import Billing
 from bananastand.catalog import Catalog, ModelSpec, load_entries
 from bananastand.config import Settings
 from bananastand.console_auth import ConsoleAuth
+from bananastand.core import Core
 from bananastand.db import Database
 from bananastand.errors import Conflict
 from bananastand.generations import Generations
@@ -38,7 +36,7 @@ from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import Provider, build_providers
 from bananastand.references import FetchPolicy, ReferenceFetcher
 from bananastand.service import DurationStats, GenerationService
-from bananastand.storage import LocalStorage, UrlSigner, load_or_create_secret
+from bananastand.storage import LocalStorage, UrlSigner
 from bananastand.webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -74,7 +72,8 @@ class Services:
     @classmethod
     def build(cls, settings: Settings) -> Services:
         settings.check_production()
-        db = Database(settings.resolved_database_url)
+        core = Core.build(settings)
+        db = core.db
         entries = load_entries(settings.catalog_path)
         providers, unusable = build_providers(settings, entries)
         catalog = _offered(entries, providers, unusable)
@@ -89,8 +88,7 @@ class Services:
                 allowed_networks=tuple(settings.reference_allowed_networks),
             )
         )
-        secret = load_or_create_secret(settings.signing_secret, settings.data_dir)
-        signer = UrlSigner(secret, settings.base_url)
+        signer = UrlSigner(core.secret, settings.base_url)
         redis: Redis | None = None
         slots: RedisSlots | None = None
         bus: ProgressBus | RedisProgressBus = ProgressBus()
@@ -109,6 +107,7 @@ class Services:
 
         webhooks = Webhooks(
             db,
+            generations=generations,
             signer=signer,
             allowed_networks=settings.reference_allowed_networks,
             timeout_seconds=settings.webhook_timeout_seconds,
@@ -133,25 +132,13 @@ class Services:
         )
         if settings.scale_out:
             service.dispatcher.follow(service.follow)  # type: ignore[attr-defined]
-        accounts = Accounts(db, max_keys=settings.max_keys_per_account)
-        billing = Billing(db, threshold=settings.api_access_threshold, currency=settings.currency)
         return cls(
             settings=settings,
             db=db,
-            accounts=accounts,
-            billing=billing,
-            console_auth=ConsoleAuth(
-                db,
-                accounts,
-                session_seconds=settings.console_session_hours * 3600,
-                max_failures=settings.console_login_max_failures,
-                window_seconds=settings.console_login_window_seconds,
-                signup_open=settings.console_signup,
-                setup_code=admin_setup_code(secret)
-                if settings.console_first_account_admin
-                else None,
-            ),
-            admin=Administration(db, accounts, billing),
+            accounts=core.accounts,
+            billing=core.billing,
+            console_auth=core.console_auth,
+            admin=core.admin,
             webhooks=webhooks,
             catalog=catalog,
             entries=entries,
@@ -273,14 +260,6 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.close()
-
-
-def admin_setup_code(secret: bytes) -> str:
-    """The code that makes the first admin: stable for a server (every process of a
-    scale-out deployment shares the secret), unguessable without its secret."""
-    digest = hmac.new(secret, b"bananastand console admin setup", hashlib.sha256).digest()
-    text = base64.b32encode(digest).decode()[:16]
-    return "-".join(text[i : i + 4] for i in range(0, 16, 4))
 
 
 def _offered(

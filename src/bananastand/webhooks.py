@@ -33,9 +33,10 @@ from typing import Any
 import httpx
 from sqlalchemy import delete, select, update
 
-from bananastand.db import Database
-from bananastand.db.models import Account, Generation, WebhookAttempt, WebhookDelivery, utcnow
+from bananastand.db import Database, Tx
+from bananastand.db.models import Account, WebhookAttempt, WebhookDelivery, utcnow
 from bananastand.errors import InvalidRequest
+from bananastand.generations import Generations
 from bananastand.references import (
     BlockedAddressError,
     HostNotFoundError,
@@ -72,6 +73,7 @@ class Webhooks:
         self,
         db: Database,
         *,
+        generations: Generations,
         signer: UrlSigner,
         allowed_networks: Sequence[str],
         timeout_seconds: float,
@@ -82,6 +84,7 @@ class Webhooks:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.db = db
+        self.generations = generations
         self.signer = signer
         self.timeout_seconds = timeout_seconds
         # A claimed message is left to its process this long: several attempts' time.
@@ -121,37 +124,37 @@ class Webhooks:
     async def secret(self, account_id: str, *, rotate: bool = False) -> str:
         """The account's signing secret, made on first use (or anew with `rotate`;
         the old one keeps signing alongside it for `ROTATION_GRACE`)."""
-        async with self.db.write() as session:
-            query = update(Account).where(Account.id == account_id)
-            if rotate:
-                query = query.values(
-                    webhook_previous_secret=Account.webhook_secret,
-                    webhook_rotated_at=utcnow(),
-                    webhook_secret=new_secret(),
-                )
-            else:
-                query = query.where(Account.webhook_secret.is_(None)).values(
-                    webhook_secret=new_secret()
-                )
-            await session.execute(query)
-            secret = await session.scalar(
-                select(Account.webhook_secret).where(Account.id == account_id)
+        query = update(Account).where(Account.id == account_id)
+        if rotate:
+            query = query.values(
+                webhook_previous_secret=Account.webhook_secret,
+                webhook_rotated_at=utcnow(),
+                webhook_secret=new_secret(),
             )
+        else:
+            query = query.where(Account.webhook_secret.is_(None)).values(
+                webhook_secret=new_secret()
+            )
+
+        def work(tx: Tx) -> str | None:
+            tx.session.execute(query)
+            return tx.session.scalar(select(Account.webhook_secret).where(Account.id == account_id))
+
+        secret = await self.db.write(work)
         assert secret is not None
         return secret
 
     async def _signing_secrets(self, account_id: str) -> list[str]:
         """The current secret, and the previous one while its grace period lasts."""
-        async with self.db.read() as session:
-            row = (
-                await session.execute(
-                    select(
-                        Account.webhook_secret,
-                        Account.webhook_previous_secret,
-                        Account.webhook_rotated_at,
-                    ).where(Account.id == account_id)
-                )
+        row = await self.db.read(
+            lambda tx: tx.session.execute(
+                select(
+                    Account.webhook_secret,
+                    Account.webhook_previous_secret,
+                    Account.webhook_rotated_at,
+                ).where(Account.id == account_id)
             ).one()
+        )
         current, previous, rotated_at = row
         secrets_ = [current or await self.secret(account_id)]
         if previous and rotated_at and utcnow() - rotated_at < ROTATION_GRACE:
@@ -164,20 +167,24 @@ class Webhooks:
         self._wake.set()
 
     async def deliveries(self, account_id: str, *, limit: int = 50) -> list[WebhookDelivery]:
-        async with self.db.read() as session:
-            rows = await session.scalars(
-                select(WebhookDelivery)
-                .where(WebhookDelivery.account_id == account_id)
-                .order_by(WebhookDelivery.created_at.desc())
-                .limit(limit)
+        def work(tx: Tx) -> list[WebhookDelivery]:
+            return list(
+                tx.session.scalars(
+                    select(WebhookDelivery)
+                    .where(WebhookDelivery.account_id == account_id)
+                    .order_by(WebhookDelivery.created_at.desc())
+                    .limit(limit)
+                )
             )
-            return list(rows)
+
+        return await self.db.read(work)
 
     async def get(self, message_id: str) -> WebhookDelivery:
-        async with self.db.read() as session:
-            delivery = await session.scalar(
+        delivery = await self.db.read(
+            lambda tx: tx.session.scalar(
                 select(WebhookDelivery).where(WebhookDelivery.id == message_id)
             )
+        )
         assert delivery is not None
         return delivery
 
@@ -199,19 +206,23 @@ class Webhooks:
     async def prune(self) -> int:
         """Forget messages (and their attempts) finished more than `KEEP` ago."""
         cutoff = utcnow() - KEEP
-        async with self.db.write() as session:
+
+        def work(tx: Tx) -> int:
             old = select(WebhookDelivery.id).where(WebhookDelivery.finished_at < cutoff)
-            await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(old)))
-            result = await session.execute(
+            tx.session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(old)))
+            result = tx.session.execute(
                 delete(WebhookDelivery).where(WebhookDelivery.finished_at < cutoff)
             )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+        return await self.db.write(work)
 
     async def deliver_due(self) -> int:
         """Send every message that is due now; answers how many were tried."""
-        async with self.db.read() as session:
-            due = list(
-                await session.scalars(
+
+        def work(tx: Tx) -> list[WebhookDelivery]:
+            return list(
+                tx.session.scalars(
                     select(WebhookDelivery)
                     .where(
                         WebhookDelivery.state == "pending",
@@ -221,28 +232,29 @@ class Webhooks:
                     .limit(BATCH)
                 )
             )
+
+        due = await self.db.read(work)
         claimed = [delivery for delivery in due if await self._claim(delivery)]
         await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
         return len(claimed)
 
     async def _claim(self, delivery: WebhookDelivery) -> bool:
-        async with self.db.write() as session:
-            result = await session.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == delivery.id,
-                    WebhookDelivery.state == "pending",
-                    WebhookDelivery.next_attempt_at == delivery.next_attempt_at,
-                )
-                .values(next_attempt_at=utcnow() + timedelta(seconds=self.claim_seconds))
+        claim = (
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery.id,
+                WebhookDelivery.state == "pending",
+                WebhookDelivery.next_attempt_at == delivery.next_attempt_at,
             )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            .values(next_attempt_at=utcnow() + timedelta(seconds=self.claim_seconds))
+        )
+        return await self.db.write(
+            lambda tx: bool(tx.session.execute(claim).rowcount)  # type: ignore[attr-defined]
+        )
 
     async def _body(self, generation_id: str) -> bytes:
         """The poll answer, as `GET /api/v1/generate?id=` gives it."""
-        async with self.db.read() as session:
-            record = await session.scalar(select(Generation).where(Generation.id == generation_id))
-        assert record is not None
+        record = await self.generations.get(generation_id)
         answer = {"data": record_view(record, self.signer)}
         return json.dumps(answer, separators=(",", ":")).encode()
 
@@ -299,10 +311,11 @@ class Webhooks:
                 values.update(state="failed", next_attempt_at=None, finished_at=now)
             else:
                 values.update(next_attempt_at=next_at)
-        async with self.db.write() as session:
+
+        def work(tx: Tx) -> bool:
             # Only if no other process took the message over meanwhile (a claim that
             # ran out): then its result, not this late one, counts.
-            result = await session.execute(
+            result = tx.session.execute(
                 update(WebhookDelivery)
                 .where(
                     WebhookDelivery.id == delivery.id,
@@ -312,9 +325,8 @@ class Webhooks:
                 .values(**values)
             )
             if not result.rowcount:  # type: ignore[attr-defined]
-                log.warning("webhook %s: a late attempt was discarded", delivery.id)
-                return
-            session.add(
+                return False
+            tx.session.add(
                 WebhookAttempt(
                     delivery_id=delivery.id,
                     number=number,
@@ -324,6 +336,11 @@ class Webhooks:
                     created_at=now,
                 )
             )
+            return True
+
+        if not await self.db.write(work):
+            log.warning("webhook %s: a late attempt was discarded", delivery.id)
+            return
         if delivered:
             log.info("webhook %s delivered (attempt %d)", delivery.id, number)
         else:

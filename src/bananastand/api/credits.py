@@ -1,4 +1,4 @@
-"""GET /api/v1/credits: the caller's balance (the sum of its ledger)."""
+"""GET /api/v1/credits: the caller's balance (read with its key, in one query)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from bananastand.api import schemas
-from bananastand.api.deps import CurrentCaller, ServicesDep
+from bananastand.api.deps import CurrentCaller
 
 router = APIRouter(prefix="/api/v1", tags=["credits"])
 
@@ -17,5 +17,5 @@ router = APIRouter(prefix="/api/v1", tags=["credits"])
     summary="Read the account's credit balance",
     responses={200: {"model": schemas.CreditsBody}, **schemas.errors(401, 403)},
 )
-async def read_credits(caller: CurrentCaller, services: ServicesDep) -> dict[str, Any]:
-    return {"data": {"credits": await services.billing.balance(caller.account.id)}}
+async def read_credits(caller: CurrentCaller) -> dict[str, Any]:
+    return {"data": {"credits": caller.account.balance}}

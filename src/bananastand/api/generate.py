@@ -176,9 +176,7 @@ async def generate(
             headers={**STREAM_HEADERS, "X-Generation-Id": record.id, **replay_headers},
         )
     # sync: the generation runs detached; a client that leaves does not stop it.
-    await service.wait_settled(record.id)
-    final = await service.generations.get(record.id)
-    balance = await services.billing.balance(caller.account.id)
+    final, balance = await service.outcome(record.id)
     if final.state == "failed":
         raise GenerationFailed(
             final.error_message or "Generation failed",

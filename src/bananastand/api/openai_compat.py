@@ -330,9 +330,7 @@ async def _run(services: Services, caller: Caller, req: _Request) -> Response:
         ),
         references_field="image",  # errors name the uploads as the caller sent them
     )
-    record_id = submission.record.id
-    await service.dispatcher.wait(record_id)
-    final = await service.generations.get(record_id)
+    final, _balance = await service.outcome(submission.record.id)
     headers = {"X-Generation-Id": final.id}
     if final.state == "failed":
         raise GenerationFailed(

@@ -62,6 +62,9 @@ class Account(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     # None: the server's default limit.
     concurrency_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The sum of the account's ledger, changed in the same transaction as each entry
+    # (`billing.add_entry`); what requests read. `admin reconcile` proves it.
+    balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Argon2 hash of the console password; None: the account cannot sign in.
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -90,11 +93,13 @@ class LedgerEntry(Base):
     """One change of an account's credits. The balance is the sum of these."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_account_amount", "account_id", "amount"),)
+    __table_args__ = (Index("ix_ledger_account_id", "account_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
+    # The account's balance right after this entry (a running balance).
+    balance_after: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     reason: Mapped[str] = mapped_column(String(32))
     generation_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     note: Mapped[str] = mapped_column(Text, default="")
@@ -119,6 +124,8 @@ class Generation(Base):
     __tablename__ = "generations"
     __table_args__ = (
         Index("ix_generations_account_state", "account_id", "state"),
+        # The history page: an account's generations newest first, by keyset.
+        Index("ix_generations_account_created", "account_id", "created_at", "id"),
         Index("ix_generations_state_created", "state", "created_at"),
     )
 

@@ -6,6 +6,7 @@ and benchmarks can exercise slow, failing and blocked generations.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,16 +47,22 @@ class BuiltinProvider:
         total_ticks = request.quantity * self.steps
         for index in range(request.quantity):
             seed = request.seed + index
+            message = f"Rendering image {index + 1} of {request.quantity}"
+            on_step = None
+            if self.latency_seconds:
+                # Simulated time is spent here, on the event loop: a slow generation
+                # holds no thread (as a slow upstream holds none); only the actual
+                # rendering below needs one.
+                for step in range(1, self.steps + 1):
+                    await asyncio.sleep(self.latency_seconds / total_ticks)
+                    await progress((index * self.steps + step) / total_ticks, message)
+            else:
 
-            def on_step(step: int, steps: int, index: int = index) -> None:
-                tick = index * self.steps + step
-                if self.latency_seconds:
-                    anyio.from_thread.run(anyio.sleep, self.latency_seconds / total_ticks)
-                anyio.from_thread.run(
-                    progress,
-                    tick / total_ticks,
-                    f"Rendering image {index + 1} of {request.quantity}",
-                )
+                def on_step(
+                    step: int, steps: int, index: int = index, message: str = message
+                ) -> None:
+                    tick = index * self.steps + step
+                    anyio.from_thread.run(progress, tick / total_ticks, message)
 
             # abandon_on_cancel: a timeout or shutdown does not wait for the thread.
             data = await anyio.to_thread.run_sync(

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 from starlette.responses import Response, StreamingResponse
 
-from bananastand.accounts import Caller
+from bananastand.accounts import AccountInfo, Caller
 from bananastand.api.deps import ServicesDep
 from bananastand.api.generate import STREAM_HEADERS, event_stream
 from bananastand.errors import NotFound
@@ -117,7 +117,7 @@ async def playground_generate(
     except ValidationError as exc:  # the API's own messages ("quantity must be a number")
         raise RequestValidationError(exc.errors(include_input=False)) from None
     submission = await services.generation.submit(
-        Caller(account=signed.account, key_id=None),
+        Caller(account=AccountInfo.of(signed.account), key_id=None),
         GenerateParams(
             prompt=body.prompt,
             selected_model=body.selectedModel,

@@ -3,10 +3,8 @@ or, from the `alembic` command line, on the URL in the config."""
 
 from __future__ import annotations
 
-import asyncio
-
 from alembic import context
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import create_engine
 
 from bananastand.db.models import Base
 
@@ -24,15 +22,11 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         context.run_migrations()
 
 
-async def _run_async(url: str) -> None:
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(_run)
-    await engine.dispose()
-
-
 connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    asyncio.run(_run_async(context.config.get_main_option("sqlalchemy.url") or ""))
+    engine = create_engine(context.config.get_main_option("sqlalchemy.url") or "")
+    with engine.begin() as conn:
+        _run(conn)
+    engine.dispose()
