@@ -308,7 +308,8 @@ class Accounts:
         if scheme.lower() != "bearer" or not _KEY_SHAPE.match(secret):
             raise Unauthorized("Malformed API key: send 'Authorization: Bearer nb_…'")
         digest = hash_key(secret)
-        row = await self.db.read(lambda tx: tx.one(_BY_KEY, digest=digest))
+        rows = await self.db.fetch(_BY_KEY, digest=digest)
+        row = rows[0] if rows else None
         # The lookup is by hash; the compare below keeps the final check constant-time.
         if row is None or not hmac.compare_digest(row.secret_hash, digest):
             raise Unauthorized("Invalid API key")

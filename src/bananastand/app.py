@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from bananastand import __version__, web
 from bananastand.api import (
@@ -20,6 +22,8 @@ from bananastand.api import (
     openai_compat,
     schemas,
 )
+from bananastand.api.deps import current_caller
+from bananastand.api.direct import HotPaths
 from bananastand.api.limits import BodySizeLimit
 from bananastand.config import Settings
 from bananastand.metrics import RequestMetrics
@@ -40,6 +44,10 @@ def create_app(
         await services.start()
         if on_ready is not None:
             on_ready(services)
+        # Everything built so far lives as long as the process: the collector's
+        # full passes need not walk it again and again.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -50,16 +58,27 @@ def create_app(
         version=__version__,
         description="Self-hosted Nano Banana image-generation API.",
         lifespan=lifespan,
+        # Prometheus metrics (`metrics.py`) are this server's telemetry; FastAPI's
+        # built-in OpenTelemetry hooks would only cost time on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)
     errors.install(app, pages=web.error_page)
+    # The hot paths first: one lookup finds them (see `api.direct`).
+    app.router.routes.append(
+        HotPaths([generate.router, catalog.router, credits.router, openai_compat.router])
+    )
     for module in (generate, catalog, credits, images, health, openai_compat):
         app.include_router(module.router)
     web.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _needs_key(route: APIRoute) -> bool:
+    return any(d.call is current_caller for d in route.dependant.dependencies)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -73,6 +92,20 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
             operation.get("responses", {}).pop("422", None)
+    # API keys: declared here rather than by a per-request security dependency.
+    spec.setdefault("components", {})["securitySchemes"] = {
+        "HTTPBearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: `Authorization: Bearer nb_…`",
+        }
+    }
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema and _needs_key(route):
+            for method in route.methods:
+                operation = spec["paths"][route.path_format].get(method.lower())
+                if operation is not None:
+                    operation["security"] = [{"HTTPBearer": []}]
     components = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)

@@ -42,8 +42,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
     """Run the API server (migrates the database first)."""
-    import uvicorn
-
+    from bananastand import server
     from bananastand.app import create_app
 
     overrides: dict[str, Any] = {}
@@ -62,16 +61,7 @@ def serve(
     # Before anything is created or printed once (the demo key): the port must be free.
     _check_port(settings.host, settings.port)
     _configure_logging(settings.log_level)
-    application = create_app(settings, on_ready=_announce)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
-    )
+    server.run(create_app(settings, on_ready=_announce), settings)
     del lock
 
 
@@ -508,8 +498,9 @@ def ledger(
         balance = await core.billing.balance(target.id)
         lines = [f"balance: {balance}"]
         lines += [
-            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.amount:+6d}  = {e.balance_after:<8} "
-            f"{e.reason:<10} {e.generation_id or ''} {e.note}".rstrip()
+            f"{e.created_at:%Y-%m-%d %H:%M:%S}  {e.amount:+6d}  {e.reason:<10} "
+            f"{e.generation_id or ''} {e.note}".rstrip()
+            + f"  (balance {e.balance_after})"
             for e in rows
         ]
         return lines

@@ -49,6 +49,20 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         30 * 1024 * 1024, description="Largest request body accepted (413 above)."
     )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=8192,
+        description="Largest request head (request line and headers) accepted; a larger one "
+        "is answered 431 and its connection closed.",
+    )
+    header_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time a client has to send a request's head."
+    )
+    max_connections: int = Field(
+        10_000,
+        ge=1,
+        description="Requests `bananastand serve` works on at once; further ones wait.",
+    )
     log_level: str = Field("info", description="Log level of the server.")
     forwarded_allow_ips: str = Field(
         "127.0.0.1",

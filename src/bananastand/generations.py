@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -293,14 +294,42 @@ DurationEstimate = Callable[[str, int], float]
 
 def format_time(value: datetime) -> str:
     """ISO-8601 UTC with milliseconds and `Z`, as the contract shows."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+class _Finished:
+    """The most recently read finished generations. A generation that has ended
+    never changes again (settlement happens once; expiry only deletes bytes), so
+    its record can be answered from memory, in any process, for as long as it is
+    kept here."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._records: OrderedDict[str, GenerationRecord] = OrderedDict()
+
+    def get(self, generation_id: str) -> GenerationRecord | None:
+        record = self._records.get(generation_id)
+        if record is not None:
+            self._records.move_to_end(generation_id)
+        return record
+
+    def keep(self, record: GenerationRecord) -> None:
+        if record.state in TERMINAL:
+            self._records[record.id] = record
+            self._records.move_to_end(record.id)
+            if len(self._records) > self.size:
+                self._records.popitem(last=False)
 
 
 class Generations:
-    def __init__(self, db: Database, *, estimate: DurationEstimate) -> None:
+    def __init__(
+        self, db: Database, *, estimate: DurationEstimate, cache_size: int = 10_000
+    ) -> None:
         self.db = db
         self.estimate = estimate
+        self._finished = _Finished(cache_size)
 
     async def admit(
         self,
@@ -517,19 +546,25 @@ class Generations:
             )
             return Settled(settled, balance, True)
 
-        return await self.db.write(work)
+        settled = await self.db.write(work)
+        self._finished.keep(settled.generation)
+        return settled
 
     async def get(self, generation_id: str, *, account_id: str | None = None) -> GenerationRecord:
         """One record; with `account_id`, only if it is that account's (else 404)."""
-
-        def work(tx: Tx) -> list[tuple[Any, ...]]:
-            if account_id is None:
-                return tx.all(_GET, generation_id=generation_id)
-            return tx.all(_GET_OWN, generation_id=generation_id, account_id=account_id)
-
-        records = _with_images(await self.db.read(work))
+        kept = self._finished.get(generation_id)
+        if kept is not None:
+            if account_id is not None and kept.account_id != account_id:
+                raise NotFound("Generation not found")
+            return kept
+        if account_id is None:
+            rows = await self.db.fetch(_GET, generation_id=generation_id)
+        else:
+            rows = await self.db.fetch(_GET_OWN, generation_id=generation_id, account_id=account_id)
+        records = _with_images(rows)
         if not records:
             raise NotFound("Generation not found")
+        self._finished.keep(records[0])
         return records[0]
 
     async def get_with_balance(self, generation_id: str) -> tuple[GenerationRecord, int]:
@@ -631,8 +666,8 @@ class Generations:
         return await self.db.read(work)
 
     async def is_settled(self, generation_id: str) -> bool:
-        state = await self.db.read(lambda tx: tx.scalar(_STATE, generation_id=generation_id))
-        return state in TERMINAL
+        rows = await self.db.fetch(_STATE, generation_id=generation_id)
+        return bool(rows) and rows[0][0] in TERMINAL
 
     async def in_progress(self) -> list[GenerationRecord]:
         def work(tx: Tx) -> list[tuple[Any, ...]]:

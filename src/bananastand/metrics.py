@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,24 +50,40 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Each label set's children, looked up once (`labels()` locks and allocates).
+        self._seconds: dict[tuple[str, str], Any] = {}
+        self._answered: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
 
         async def record(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
-                route = _route(scope)
-                HTTP_SECONDS.labels(route, scope["method"]).observe(time.perf_counter() - started)
-                HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
+                self._observe(scope, message["status"], time.perf_counter() - started)
             await send(message)
 
         await self.app(scope, receive, record)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = _route(scope)
+        # Clients choose the method: unknown ones share a label (bounded series).
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        timer = self._seconds.get((route, method))
+        if timer is None:
+            timer = self._seconds[(route, method)] = HTTP_SECONDS.labels(route, method)
+        timer.observe(seconds)
+        counter = self._answered.get((route, method, status))
+        if counter is None:
+            counter = self._answered[(route, method, status)] = HTTP_REQUESTS.labels(
+                route, method, str(status)
+            )
+        counter.inc()
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _route(scope: Scope) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -93,12 +94,18 @@ class UrlSigner:
     def __init__(self, secret: bytes, base_url: str) -> None:
         self._secret = secret
         self.base_url = base_url.rstrip("/")
+        # An image's URL never changes (its expiry is fixed): polls of finished
+        # generations ask for the same few URLs again and again.
+        self.url = functools.lru_cache(maxsize=20_000)(self._url)  # type: ignore[method-assign]
 
     def _signature(self, filename: str, expires: int) -> str:
         mac = hmac.new(self._secret, f"{filename}:{expires}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac[:18]).decode().rstrip("=")
 
     def url(self, image_id: str, extension: str, expires_at: datetime) -> str:
+        return self._url(image_id, extension, expires_at)
+
+    def _url(self, image_id: str, extension: str, expires_at: datetime) -> str:
         filename = f"{image_id}.{extension}"
         expires = int(expires_at.timestamp())
         return f"{self.base_url}/images/{expires}/{self._signature(filename, expires)}/{filename}"

@@ -74,7 +74,7 @@ class Server:
             match = re.search(r"^\s+(nb_[A-Za-z0-9_-]+)\s*$", line)
             if match:
                 self.demo_key = match.group(1)
-            if "Uvicorn running on" in line:
+            if "Listening on http://" in line:
                 return self
 
     @property

@@ -162,7 +162,7 @@ def test_sigterm_lets_open_sync_and_stream_requests_finish(
     server.process.send_signal(signal.SIGTERM)
     for caller in callers:
         caller.join(timeout=30)
-    # uvicorn re-raises the signal once it has shut down gracefully
+    # a graceful stop exits 0 (or with the signal, as some servers re-raise it)
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     assert answers["sync"][0] == 200 and '"success":true' in answers["sync"][1]
     assert answers["stream"][0] == 200 and '"type":"complete"' in answers["stream"][1]

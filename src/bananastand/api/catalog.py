@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
 from bananastand.api import schemas
-from bananastand.api.deps import ServicesDep
+from bananastand.api.direct import DirectRoute
+from bananastand.services import Services
 
-router = APIRouter(prefix="/api/v1", tags=["models"])
+router = APIRouter(prefix="/api/v1", tags=["models"], route_class=DirectRoute)
 
 
 @router.get(
@@ -17,5 +19,6 @@ router = APIRouter(prefix="/api/v1", tags=["models"])
     summary="List the models on offer (no authentication)",
     responses={200: {"model": schemas.ModelList}},
 )
-async def list_models(services: ServicesDep) -> dict[str, Any]:
-    return {"data": [model.public() for model in services.catalog]}
+async def list_models(request: Request) -> Response:
+    services: Services = request.app.state.services
+    return JSONResponse({"data": [model.public() for model in services.catalog]})

@@ -14,9 +14,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,13 +29,21 @@ from pydantic import (
 )
 
 from bananastand.api import schemas
-from bananastand.api.deps import CurrentCaller, ServicesDep
+from bananastand.api.direct import (
+    KEY,
+    DirectRoute,
+    caller,
+    parameter,
+    query_flag,
+    query_int,
+    query_text,
+)
 from bananastand.errors import GenerationFailed, InvalidRequest
 from bananastand.services import Services
 from bananastand.validation import GenerateParams
 from bananastand.views import record_view, sync_result
 
-router = APIRouter(prefix="/api/v1", tags=["generate"])
+router = APIRouter(prefix="/api/v1", tags=["generate"], route_class=DirectRoute)
 
 
 class GenerateRequest(BaseModel):
@@ -105,10 +113,11 @@ async def _parse(request: Request) -> GenerateRequest:
     "/generate",
     summary="Generate images (sync, stream or async)",
     openapi_extra={
+        **KEY,
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}},
-        }
+        },
     },
     responses={
         200: {
@@ -130,13 +139,13 @@ async def _parse(request: Request) -> GenerateRequest:
         **schemas.errors(400, 401, 402, 403, 413, 429, 502, 503),
     },
 )
-async def generate(
-    request: Request, response: Response, caller: CurrentCaller, services: ServicesDep
-) -> Any:
+async def generate(request: Request) -> Response:
+    who = await caller(request)
     body = await _parse(request)
+    services: Services = request.app.state.services
     service = services.generation
     submission = await service.submit(
-        caller,
+        who,
         GenerateParams(
             prompt=body.prompt,
             selected_model=body.selectedModel,
@@ -152,17 +161,19 @@ async def generate(
     )
     record = submission.record
     replay_headers = {"Idempotent-Replayed": "true"} if submission.replayed else {}
-    response.headers.update(replay_headers)
     if record.mode == "async":
-        return {
-            "success": True,
-            "async": True,
-            "generationId": record.id,
-            "message": "Generation started. Use GET /api/v1/generate?id="
-            f"{record.id} to poll for results.",
-            "creditsUsed": record.credits_charged,
-            "remainingCredits": submission.balance,
-        }
+        return JSONResponse(
+            {
+                "success": True,
+                "async": True,
+                "generationId": record.id,
+                "message": "Generation started. Use GET /api/v1/generate?id="
+                f"{record.id} to poll for results.",
+                "creditsUsed": record.credits_charged,
+                "remainingCredits": submission.balance,
+            },
+            headers=replay_headers,
+        )
     if record.mode == "stream":
         return StreamingResponse(
             event_stream(
@@ -187,7 +198,7 @@ async def generate(
                 "remainingCredits": balance,
             },
         )
-    return sync_result(final, balance, service.signer)
+    return JSONResponse(sync_result(final, balance, service.signer), headers=replay_headers)
 
 
 async def event_stream(
@@ -228,20 +239,31 @@ async def event_stream(
         204: {"description": "The client has had the final event: nothing more to send"},
         **schemas.errors(400, 401, 403, 404),
     },
+    openapi_extra={
+        **KEY,
+        "parameters": [
+            parameter("id", "Generation id", required=True, type="string", maxLength=64),
+            parameter(
+                "previews", "`false`: leave stream previews out", type="boolean", default=True
+            ),
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "description": "The id of the last event received; the stream continues after it",
+                "schema": {"type": "string"},
+            },
+        ],
+    },
 )
-async def resume_stream(
-    caller: CurrentCaller,
-    services: ServicesDep,
-    id: str = Query(..., min_length=1, max_length=64, description="Generation id"),
-    previews: bool = Query(True, description="`false`: leave stream previews out"),
-    last_event_id: str | None = Header(
-        None,
-        alias="Last-Event-ID",
-        description="The id of the last event received; the stream continues after it",
-    ),
-) -> Response:
-    after = _last_event_id(last_event_id)
-    record = await services.generation.generations.get(id, account_id=caller.account.id)
+async def resume_stream(request: Request) -> Response:
+    who = await caller(request)
+    generation_id = query_text(request, "id", what="a generation id")
+    previews = query_flag(request, "previews", default=True)
+    after = _last_event_id(request.headers.get("last-event-id"))
+    services: Services = request.app.state.services
+    assert generation_id is not None
+    record = await services.generation.generations.get(generation_id, account_id=who.account.id)
     if after is not None and await services.generation.stream_delivered(record.id, after=after):
         return Response(status_code=204)
     return StreamingResponse(
@@ -255,51 +277,73 @@ async def resume_stream(
     "/generate",
     summary="Read one generation record",
     responses={200: {"model": schemas.GenerationEnvelope}, **schemas.errors(400, 401, 403, 404)},
+    openapi_extra={
+        **KEY,
+        "parameters": [
+            parameter("id", "Generation id", required=True, type="string", maxLength=64)
+        ],
+    },
 )
-async def get_generation(
-    caller: CurrentCaller,
-    services: ServicesDep,
-    id: str = Query(..., min_length=1, max_length=64, description="Generation id"),
-) -> dict[str, Any]:
-    record = await services.generation.generations.get(id, account_id=caller.account.id)
-    return {"data": record_view(record, services.generation.signer)}
+async def get_generation(request: Request) -> Response:
+    who = await caller(request)
+    generation_id = query_text(request, "id", what="a generation id")
+    services: Services = request.app.state.services
+    assert generation_id is not None
+    record = await services.generation.generations.get(generation_id, account_id=who.account.id)
+    return JSONResponse({"data": record_view(record, services.generation.signer)})
 
 
 @router.get(
     "/generations",
     summary="List the account's generations, newest first (extension)",
     responses={200: {"model": schemas.GenerationList}, **schemas.errors(400, 401, 403, 404)},
+    openapi_extra={
+        **KEY,
+        "parameters": [
+            parameter(
+                "limit", "Records per page", type="integer", minimum=1, maximum=100, default=20
+            ),
+            parameter("before", "`nextBefore` of the last page", type="string", maxLength=64),
+        ],
+    },
 )
-async def list_generations(
-    caller: CurrentCaller,
-    services: ServicesDep,
-    limit: int = Query(20, ge=1, le=100, description="Records per page"),
-    before: str | None = Query(None, max_length=64, description="`nextBefore` of the last page"),
-) -> dict[str, Any]:
-    records = await services.generation.generations.page(
-        caller.account.id, limit=limit, before=before
-    )
+async def list_generations(request: Request) -> Response:
+    who = await caller(request)
+    limit = query_int(request, "limit", default=20, low=1, high=100)
+    before = query_text(request, "before", what="the `nextBefore` of a page", required=False)
+    services: Services = request.app.state.services
+    records = await services.generation.generations.page(who.account.id, limit=limit, before=before)
     signer = services.generation.signer
-    return {
-        "data": [record_view(record, signer) for record in records],
-        "nextBefore": records[-1].id if len(records) == limit else None,
-    }
+    return JSONResponse(
+        {
+            "data": [record_view(record, signer) for record in records],
+            "nextBefore": records[-1].id if len(records) == limit else None,
+        }
+    )
 
 
 @router.delete(
     "/generate",
     summary="Cancel a waiting or running generation (extension)",
     responses={200: {"model": schemas.GenerationEnvelope}, **schemas.errors(400, 401, 403, 404)},
+    openapi_extra={
+        **KEY,
+        "parameters": [
+            parameter("id", "Generation id", required=True, type="string", maxLength=64)
+        ],
+    },
 )
-async def cancel_generation(
-    caller: CurrentCaller,
-    services: ServicesDep,
-    id: str = Query(..., min_length=1, max_length=64, description="Generation id"),
-) -> dict[str, Any]:
-    record, changed = await services.generation.cancel(id, account_id=caller.account.id)
+async def cancel_generation(request: Request) -> Response:
+    who = await caller(request)
+    generation_id = query_text(request, "id", what="a generation id")
+    services: Services = request.app.state.services
+    assert generation_id is not None
+    record, changed = await services.generation.cancel(generation_id, account_id=who.account.id)
     status = "cancelled" if changed else f"already {record.state}; nothing changed"
-    return {
-        "success": changed,
-        "message": f"Generation {status}",
-        "data": record_view(record, services.generation.signer),
-    }
+    return JSONResponse(
+        {
+            "success": changed,
+            "message": f"Generation {status}",
+            "data": record_view(record, services.generation.signer),
+        }
+    )

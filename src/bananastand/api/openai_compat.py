@@ -25,11 +25,10 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bananastand.accounts import Caller
-from bananastand.api.deps import CurrentCaller, ServicesDep
+from bananastand.api.direct import KEY, DirectRoute, caller
 from bananastand.catalog import ModelSpec
 from bananastand.errors import BananastandError, GenerationFailed, InvalidRequest
 from bananastand.services import Services
@@ -77,7 +76,7 @@ def openai_error(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-class OpenAIErrorRoute(APIRoute):
+class OpenAIErrorRoute(DirectRoute):
     """Renders every error of these routes (auth included) in OpenAI's shape."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -372,6 +371,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "/generations",
     summary="Create images (OpenAI-compatible)",
     openapi_extra={
+        **KEY,
         "requestBody": {
             "required": True,
             "content": {
@@ -389,18 +389,20 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
                     }
                 }
             },
-        }
+        },
     },
     responses=_ERRORS,
 )
-async def create_images(request: Request, caller: CurrentCaller, services: ServicesDep) -> Response:
-    return await _run(services, caller, await _json_request(request))
+async def create_images(request: Request) -> Response:
+    who = await caller(request)
+    return await _run(request.app.state.services, who, await _json_request(request))
 
 
 @router.post(
     "/edits",
     summary="Edit images: uploaded images are reference images (OpenAI-compatible)",
     openapi_extra={
+        **KEY,
         "requestBody": {
             "required": True,
             "content": {
@@ -422,9 +424,10 @@ async def create_images(request: Request, caller: CurrentCaller, services: Servi
                     }
                 }
             },
-        }
+        },
     },
     responses=_ERRORS,
 )
-async def edit_images(request: Request, caller: CurrentCaller, services: ServicesDep) -> Response:
-    return await _run(services, caller, await _form_request(request))
+async def edit_images(request: Request) -> Response:
+    who = await caller(request)
+    return await _run(request.app.state.services, who, await _form_request(request))

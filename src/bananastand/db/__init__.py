@@ -48,6 +48,14 @@ _BUSY_TIMEOUT_MS = 10_000  # waiting for another process's write lock (the admin
 _CHECKPOINT_EVERY = 500  # commits between background WAL checkpoints
 
 
+def _end(connection: Connection, raw: Any, *, commit: bool) -> None:
+    """End an inline SQLite transaction, whether or not SQLAlchemy joined it."""
+    if connection.in_transaction():
+        (connection.commit if commit else connection.rollback)()
+    if raw.in_transaction:
+        raw.execute("COMMIT" if commit else "ROLLBACK")
+
+
 def sync_url(url: str) -> str:
     """The URL with the driver this module runs on: the standard library's sqlite3,
     or psycopg (3) for PostgreSQL. Async driver names in settings are accepted."""
@@ -60,7 +68,7 @@ def sync_url(url: str) -> str:
     return url
 
 
-def _sqlite_engine(url: str, *, begin: str) -> Engine:
+def _sqlite_engine(url: str) -> Engine:
     # One connection, used only from the event loop's thread (StaticPool).
     engine = create_engine(
         url, poolclass=StaticPool, connect_args={"check_same_thread": False, "timeout": 30}
@@ -68,7 +76,7 @@ def _sqlite_engine(url: str, *, begin: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        # Autocommit at the driver: `Database` issues BEGIN and COMMIT itself.
         dbapi_connection.isolation_level = None
         for pragma in (
             "journal_mode=WAL",
@@ -78,10 +86,6 @@ def _sqlite_engine(url: str, *, begin: str) -> Engine:
             "wal_autocheckpoint=0",  # checkpoints run on a background thread
         ):
             dbapi_connection.execute(f"PRAGMA {pragma}")
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
 
     return engine
 
@@ -96,8 +100,8 @@ class Database:
             self.path = Path(path) if path and path != ":memory:" else None
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.engine = _sqlite_engine(self.url, begin="BEGIN IMMEDIATE")
-            self.read_engine = _sqlite_engine(self.url, begin="BEGIN")
+            self.engine = _sqlite_engine(self.url)
+            self.read_engine = _sqlite_engine(self.url)
             self._writer: Connection | None = None
             self._reader: Connection | None = None
         else:
@@ -126,6 +130,21 @@ class Database:
             return self._inline(work, write=False)
         return await asyncio.get_running_loop().run_in_executor(self._threads, self._pooled, work)
 
+    async def fetch(self, query: Query[T], **params: Any) -> list[T]:
+        """The rows of one statement. SQLite runs it alone (a statement is atomic by
+        itself: no BEGIN and COMMIT around it); the hottest reads come here."""
+        if self._threads is None:
+            with self._lock:
+                connection = self._connection(False)
+                if connection.in_transaction():
+                    connection.rollback()  # an ORM read left it open: start clean
+                tx = Tx(connection)
+                try:
+                    return tx.all(query, **params)
+                finally:
+                    tx.finish()
+        return await self.read(lambda tx: tx.all(query, **params))
+
     async def read_heavy(self, work: Work[T]) -> T:
         """`read`, for work that scans much (exports, reconciliation): never inline."""
         if self._threads is None:
@@ -147,17 +166,24 @@ class Database:
             engine.dispose()
 
     def _inline(self, work: Work[T], *, write: bool) -> T:
+        # The transaction is begun and ended on the driver itself: SQLAlchemy's own
+        # transaction bookkeeping would cost more than a point lookup. An ORM session
+        # used inside joins it (the driver is in autocommit mode, so SQLAlchemy's
+        # "begin" issues nothing; its commit or rollback ends this transaction).
         with self._lock:
             connection = self._connection(write)
+            raw = connection.connection.driver_connection
             tx = Tx(connection)
+            raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                with connection.begin():
-                    result = work(tx)
-                    tx.finish()
-                return result
+                result = work(tx)
+                tx.finish()
             except BaseException:
                 tx.abandon()
+                _end(connection, raw, commit=False)
                 raise
+            _end(connection, raw, commit=write)
+            return result
 
     def _connection(self, write: bool) -> Connection:
         if write:

@@ -100,6 +100,10 @@ class Tx:
     @property
     def session(self) -> Session:
         if self._session is None:
+            if not self.connection.in_transaction():
+                # Join the transaction `Database` began on the driver (SQLite inline):
+                # the session then neither commits nor rolls back on its own.
+                self.connection.begin()
             self._session = Session(bind=self.connection, expire_on_commit=False)
         return self._session
 
