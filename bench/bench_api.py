@@ -54,7 +54,7 @@ def start_server(data_dir: str) -> tuple[subprocess.Popen[str], str, str]:
         match = re.search(r"^\s+(nb_[A-Za-z0-9_-]+)\s*$", line)
         if match:
             key = match.group(1)
-        if "Try it:" in line:  # the banner ends; the socket opens next
+        if "Listening on http://" in line:  # the socket is open
             break
     threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # type: ignore[union-attr]
     subprocess.run(

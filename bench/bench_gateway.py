@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from harness import (
     Server,
     cpu_seconds,
     free_port,
+    granian,
     http_json,
     rss_bytes,
     start,
@@ -63,6 +65,35 @@ BANANASTAND = [sys.executable, "-m", "bananastand"]
 MODEL = "gpt-image-1"
 UPSTREAM_KEY = "sk-bench-upstream"
 LITELLM_KEY = "sk-bench-litellm"
+STREAM_LATENCY_SECONDS = 45  # longer than opening every stream takes
+# The embedded server's models: the OpenAI one in front of the fake upstream, and a
+# slow built-in one whose jobs only wait (for measuring acceptance alone).
+BENCH_CATALOG = """
+[[models]]
+name = "gpt-image-1"
+displayName = "GPT Image 1"
+backend = "openai"
+backendModel = "gpt-image-1"
+creditsCost = 3
+supportsImageInput = true
+supportsAspectRatio = true
+aspectRatios = ["1:1", "3:2", "2:3"]
+timeoutSeconds = 240
+
+[models.options]
+quality = "auto"
+outputFormat = "png"
+
+[[models]]
+name = "slow"
+displayName = "Slow"
+backend = "builtin"
+backendModel = "builtin-v1"
+creditsCost = 1
+supportsImageInput = false
+supportsAspectRatio = false
+timeoutSeconds = 7200
+"""
 
 
 # --- peers --------------------------------------------------------------------------
@@ -263,7 +294,15 @@ def account_id_of(database: Path, email: str) -> str:
 
 
 # --- streams ------------------------------------------------------------------------
-async def _one_stream(port: int, key: str, opened: asyncio.Event, counter: list[int]) -> int:
+@dataclass
+class _StreamWatch:
+    count: int
+    opened: int = 0
+    all_open: asyncio.Event = field(default_factory=asyncio.Event)
+    first_final: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _one_stream(port: int, key: str, watch: _StreamWatch) -> int:
     """Open one stream; return how many final events it carried (exactly 1 is right)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
     body = json.dumps({"prompt": "a slow lighthouse", "mode": "stream", "selectedModel": "slow"})
@@ -281,13 +320,14 @@ async def _one_stream(port: int, key: str, opened: asyncio.Event, counter: list[
         while line := await reader.readline():
             if first and line.startswith(b"data: "):
                 first = False
-                counter[0] += 1
-                if counter[0] == counter[1]:
-                    opened.set()
+                watch.opened += 1
+                if watch.opened == watch.count:
+                    watch.all_open.set()
             if line.startswith(b"data: ") and (
                 b'"type":"complete"' in line or b'"type":"error"' in line
             ):
                 finals += 1
+                watch.first_final.set()
     finally:
         writer.close()
     return finals
@@ -295,22 +335,25 @@ async def _one_stream(port: int, key: str, opened: asyncio.Event, counter: list[
 
 async def _streams(port: int, key: str, count: int, pid: int) -> dict[str, float]:
     baseline = rss_bytes(pid)
-    opened = asyncio.Event()
-    counter = [0, count]
+    watch = _StreamWatch(count)
     started = time.monotonic()
-    tasks = [asyncio.create_task(_one_stream(port, key, opened, counter)) for _ in range(count)]
-    await asyncio.wait_for(opened.wait(), 300)
+    tasks = [asyncio.create_task(_one_stream(port, key, watch)) for _ in range(count)]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(watch.all_open.wait(), 300)
     open_after = time.monotonic() - started
+    # Memory with every stream open and waiting: no render has started yet (the
+    # model's latency is longer than opening them all takes).
     peak = rss_bytes(pid)
     finals = await asyncio.gather(*tasks, return_exceptions=True)
     return {
         "streams": count,
-        "open_seconds": round(open_after, 1),
-        "all_seconds": round(time.monotonic() - started, 1),
-        "rss_per_stream_kb": round((peak - baseline) / count / 1024, 1),
-        "rss_baseline_mb": round(baseline / 2**20, 1),
-        "exactly_one_final": sum(1 for f in finals if f == 1),
-        "failed_streams": sum(1 for f in finals if isinstance(f, BaseException)),
+        "all_open_after_s": round(open_after, 1),
+        "all_ended_after_s": round(time.monotonic() - started, 1),
+        "rss_per_open_stream_kb": round((peak - baseline) / count / 1024, 1),
+        "rss_before_mb": round(baseline / 2**20, 1),
+        "rss_all_open_mb": round(peak / 2**20, 1),
+        "streams_with_exactly_one_final_event": sum(1 for f in finals if f == 1),
+        "streams_failed": sum(1 for f in finals if isinstance(f, BaseException)),
     }
 
 
@@ -320,6 +363,7 @@ def bench_streams(workdir: Path, upstream: Server, count: int) -> dict[str, floa
     catalog.write_text(
         '[[models]]\nname = "slow"\ndisplayName = "Slow"\nbackend = "builtin"\n'
         'backendModel = "builtin-v1"\ncreditsCost = 1\ntimeoutSeconds = 600\n'
+        "supportsImageInput = false\nsupportsAspectRatio = false\n"
     )
     data = workdir / "streams"
     data.mkdir()
@@ -327,7 +371,7 @@ def bench_streams(workdir: Path, upstream: Server, count: int) -> dict[str, floa
         data,
         upstream,
         BANANASTAND_CATALOG_PATH=str(catalog),
-        BANANASTAND_BUILTIN_LATENCY_SECONDS="20",
+        BANANASTAND_BUILTIN_LATENCY_SECONDS=str(STREAM_LATENCY_SECONDS),
         BANANASTAND_DEMO_ACCOUNT="false",
     )
     subprocess.run(
@@ -500,6 +544,20 @@ def main() -> None:
             floor[c] = r.rps
             results.append(r)
         floor_server.stop()
+        # The same floor on Granian, the server Bananastand embeds: how much of a
+        # difference the server alone makes (the shares below are of uvicorn's floor).
+        granian_floor = granian("floor-granian", "floor:app", cwd=BENCH / "peers")
+        for c in conns:
+            results.append(
+                wrk(
+                    granian_floor,
+                    Load("/"),
+                    label="floor on Granian (for reference)",
+                    connections=c,
+                    seconds=seconds,
+                )
+            )
+        granian_floor.stop()
         for c in conns:
             results.append(
                 wrk(
@@ -530,7 +588,16 @@ def main() -> None:
 
         data = workdir / "embedded"
         data.mkdir()
-        env = bananastand_env(data, upstream, BANANASTAND_DEMO_ACCOUNT="false")
+        catalog = workdir / "catalog.toml"
+        catalog.write_text(BENCH_CATALOG)
+        env = bananastand_env(
+            data,
+            upstream,
+            BANANASTAND_DEMO_ACCOUNT="false",
+            BANANASTAND_CATALOG_PATH=str(catalog),
+            BANANASTAND_DEFAULT_MODEL=MODEL,
+            BANANASTAND_BUILTIN_LATENCY_SECONDS="3600",
+        )
         subprocess.run(
             [*BANANASTAND, "migrate"],
             env={**os.environ, **env},
@@ -588,7 +655,7 @@ def main() -> None:
                 ),
             ),
             (
-                "Bananastand async submit",
+                "Bananastand async submit (this process runs the jobs too)",
                 Load(
                     "/api/v1/generate",
                     "POST",
@@ -604,11 +671,28 @@ def main() -> None:
             ("Bananastand 400 (empty body)", Load("/api/v1/generate", "POST", "", app.auth)),
             ("Bananastand GET /api/v1/models", Load("/api/v1/models")),
         ]
+        # Last: accepting alone. The jobs of a slow model wait in the queue (a few run
+        # at a time, sleeping), so the server does nothing but answer submissions.
+        accept_only = (
+            "Bananastand async submit (accepting only: jobs wait in the queue)",
+            Load(
+                "/api/v1/generate",
+                "POST",
+                json.dumps({"prompt": "a cat", "selectedModel": "slow", "mode": "async"}),
+                json_headers,
+            ),
+        )
         if "paths" in sections:
             for label, load in paths:
                 for c in conns:
                     results.append(wrk(server, load, label=label, connections=c, seconds=seconds))
                     wait_idle(app)
+            for c in conns:
+                results.append(
+                    wrk(
+                        server, accept_only[1], label=accept_only[0], connections=c, seconds=seconds
+                    )
+                )
         print(table(results, floor, litellm), flush=True)
         report["results"] = [r.as_dict() for r in results]
 
@@ -701,7 +785,10 @@ def main() -> None:
         if "streams" in sections:
             streams = bench_streams(workdir, upstream, args.streams)
             report["streams"] = streams
-            print(f"\n## {args.streams} concurrent SSE streams (built-in model, 20 s)\n")
+            print(
+                f"\n## {args.streams} concurrent SSE streams "
+                f"(built-in model, {STREAM_LATENCY_SECONDS} s)\n"
+            )
             print(json.dumps(streams, indent=2), flush=True)
 
         if "scale" in sections:

@@ -160,6 +160,28 @@ def uvicorn(name: str, app: str, *, python: str = sys.executable, cwd: Path) -> 
     )
 
 
+def granian(name: str, app: str, *, cwd: Path) -> Server:
+    """A peer served by Granian (the server `bananastand serve` embeds), one worker."""
+    port = free_port()
+    return start(
+        name,
+        [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "asgi",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            app,
+        ],
+        url=f"http://127.0.0.1:{port}",
+        cwd=cwd,
+    )
+
+
 @dataclass
 class Load:
     """What one wrk run asks for."""

@@ -425,3 +425,31 @@ async def test_generations_list_is_newest_first_paginated_and_private(api: Api) 
     assert (
         await api.client.get("/api/v1/generations?limit=0", headers=key.headers)
     ).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/api/v1/generate", "id is required"),
+        ("/api/v1/generate?id=", "id must be a generation id"),
+        (f"/api/v1/generate?id={'x' * 65}", "id must be a generation id"),
+        ("/api/v1/generations?limit=abc", "limit must be a whole number from 1 to 100"),
+        ("/api/v1/generations?limit=101", "limit must be a whole number from 1 to 100"),
+        ("/api/v1/generations?limit=-3", "limit must be a whole number from 1 to 100"),
+        (f"/api/v1/generations?before={'x' * 65}", "before must be the `nextBefore` of a page"),
+        ("/api/v1/generate/stream?id=abc&previews=maybe", "previews must be true or false"),
+    ],
+)
+async def test_bad_query_parameters_are_clear_400s(api: Api, path: str, message: str) -> None:
+    key = await api.account()
+    response = await api.client.get(path, headers=key.headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": message, "type": "invalid_request"}
+
+
+async def test_the_key_is_checked_before_the_parameters(api: Api) -> None:
+    response = await api.client.get("/api/v1/generations?limit=abc")
+    assert response.status_code == 401
+    assert response.json()["type"] == "unauthorized"
+    head = await api.client.head("/api/v1/credits", headers=(await api.account()).headers)
+    assert head.status_code == 200

@@ -175,3 +175,9 @@ def test_reconcile_passes_on_honest_books_and_names_a_tampered_account(tmp_path:
     assert code == 1
     assert re.search(r"MISMATCH tampered@example\.com .*balance 1000, ledger sum 3", output)
     assert "honest@example.com" not in output
+
+
+def test_the_client_commands_default_to_the_clients_base_url() -> None:
+    from bananastand import cli_client, client
+
+    assert cli_client.DEFAULT_BASE_URL == client.DEFAULT_BASE_URL

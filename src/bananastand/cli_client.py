@@ -13,19 +13,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bananastand.client import (
-    DEFAULT_BASE_URL,
-    AuthenticationError,
-    BananastandClientError,
-    Client,
-    Generation,
-    GenerationRecord,
-    file_to_data_url,
-)
+if TYPE_CHECKING:
+    from bananastand.client import Client, Generation, GenerationRecord
+
+# `bananastand.client.DEFAULT_BASE_URL` (the client, and httpx with it, is imported
+# only when a client command runs: the admin commands start without it).
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 
 BaseUrl = Annotated[
     str,
@@ -62,6 +59,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 @contextmanager
 def _client(base_url: str, api_key: str | None, *, need_key: bool = True) -> Iterator[Client]:
+    from bananastand.client import AuthenticationError, BananastandClientError, Client
+
     if need_key and not api_key:
         raise _fail("no API key: pass --api-key or set BANANASTAND_API_KEY", 2)
     try:
@@ -81,6 +80,8 @@ def _reference(value: str) -> str:
     path = Path(value).expanduser()
     if not path.is_file():
         raise _fail(f"reference image not found: {value}", 2)
+    from bananastand.client import file_to_data_url
+
     return file_to_data_url(path)
 
 
@@ -164,6 +165,8 @@ def _stream_with_progress(client: Client, prompt: str, options: dict[str, object
             progress.update(task, completed=event.progress, description=event.message)
             if event.is_final:
                 final = event
+    from bananastand.client import Generation
+
     if final is None or final.data is None:
         raise _fail("the stream ended without a result")
     data = final.data

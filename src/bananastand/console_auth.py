@@ -68,8 +68,9 @@ class ConsoleAuth:
         self._hasher = PasswordHasher()
         # Each Argon2 run takes 64 MiB and a core for a while: a few at a time.
         self._hashing = asyncio.Semaphore(2)
-        # Verified against when the email is unknown, so both paths cost the same.
-        self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
+        # Verified against when the email is unknown, so both paths cost the same;
+        # made on first use (an Argon2 hash: not for processes that never sign in).
+        self._decoy: str | None = None
 
     # --- passwords -----------------------------------------------------------------
     async def hash_password(self, password: str, *, email: str = "") -> str:
@@ -85,6 +86,10 @@ class ConsoleAuth:
     async def _verify(self, stored: str | None, password: str) -> bool:
         try:
             async with self._hashing:
+                if stored is None and self._decoy is None:
+                    self._decoy = await asyncio.to_thread(
+                        self._hasher.hash, secrets.token_urlsafe(16)
+                    )
                 return await asyncio.to_thread(self._hasher.verify, stored or self._decoy, password)
         except (VerificationError, InvalidHashError):
             return False

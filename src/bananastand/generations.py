@@ -17,12 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
 
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
 from bananastand.db import Database, Query, Tx
 from bananastand.db.models import (
+    IN_PROGRESS_SQL,
     Generation,
     IdempotencyKey,
     StoredImage,
@@ -163,23 +164,25 @@ _IMAGES_OF = Query(
     .order_by(StoredImage.position),
     into=ImageRecord,
 )
-# What `state IN ('queued', 'running')` says, in a form `Query` compiles once.
-_IS_IN_PROGRESS = (Generation.state == "queued") | (Generation.state == "running")
+# Generations holding a slot, said exactly as the partial indexes over them say it.
+IS_IN_PROGRESS = text(f"generations.{IN_PROGRESS_SQL}")
 _STATE: Query[str] = Query(
     select(Generation.state).where(Generation.id == bindparam("generation_id"))
 )
 _ACTIVE = Query(
     select(Generation.model, Generation.quantity, Generation.started_at).where(
-        Generation.account_id == bindparam("account_id"), _IS_IN_PROGRESS
+        Generation.account_id == bindparam("account_id"), IS_IN_PROGRESS
     )
 )
-_WAITING: Query[int] = Query(select(func.count(Generation.id)).where(Generation.state == "queued"))
+_WAITING: Query[int] = Query(
+    select(func.count(Generation.id)).where(IS_IN_PROGRESS, Generation.state == "queued")
+)
 _INSERT = Query(
     insert(Generation).values({column.key: bindparam(column.key) for column in _GENERATION_COLUMNS})
 )
 _CLAIM: Query[int] = Query(
     update(Generation)
-    .where(Generation.id == bindparam("generation_id"), _IS_IN_PROGRESS)
+    .where(Generation.id == bindparam("generation_id"), IS_IN_PROGRESS)
     .values(state="running", started_at=bindparam("now"), attempts=Generation.attempts + 1)
     .returning(Generation.attempts)
 )
@@ -215,19 +218,31 @@ _INSERT_WEBHOOK = Query(
         created_at=bindparam("now"),
     )
 )
-# The history page, newest first, by keyset on (created_at, id): one index range.
-_NEWEST = select(Generation.id).where(Generation.account_id == bindparam("account_id"))
-_PAGE = Query(
-    _NEWEST.order_by(Generation.created_at.desc(), Generation.id.desc()).limit(bindparam("limit"))
-)
-_PAGE_BEFORE = Query(
-    _NEWEST.where(
-        (Generation.created_at < bindparam("created_at"))
-        | ((Generation.created_at == bindparam("created_at")) & (Generation.id < bindparam("id")))
+
+
+# The history page, newest first, by keyset on (created_at, id): one range of the
+# (account_id, created_at, id) index, joined with the page's images in one statement.
+def _history_page(*, before: bool) -> Query[tuple[Any, ...]]:
+    newest = select(Generation.id).where(Generation.account_id == bindparam("account_id"))
+    if before:
+        newest = newest.where(
+            tuple_(Generation.created_at, Generation.id)
+            < tuple_(bindparam("created_at", type_=Generation.created_at.type), bindparam("id"))
+        )
+    page = (
+        newest.order_by(Generation.created_at.desc(), Generation.id.desc())
+        .limit(bindparam("limit"))
+        .subquery()
     )
-    .order_by(Generation.created_at.desc(), Generation.id.desc())
-    .limit(bindparam("limit"))
-)
+    return Query(
+        _WITH_IMAGES.join(page, page.c.id == Generation.id).order_by(
+            Generation.created_at.desc(), Generation.id.desc(), StoredImage.position
+        )
+    )
+
+
+_PAGE = _history_page(before=False)
+_PAGE_BEFORE = _history_page(before=True)
 _ANCHOR = Query(
     select(Generation.created_at, Generation.id).where(
         Generation.id == bindparam("generation_id"),
@@ -585,33 +600,22 @@ class Generations:
     ) -> list[GenerationRecord]:
         """The account's generations, newest first, older than the one with id `before`."""
 
-        def work(tx: Tx) -> list[GenerationRecord]:
-            if before:
-                anchor = tx.one(_ANCHOR, generation_id=before, account_id=account_id)
-                if anchor is None:
-                    raise NotFound("Unknown cursor: no such generation")
-                ids = [
-                    row[0]
-                    for row in tx.all(
-                        _PAGE_BEFORE,
-                        account_id=account_id,
-                        created_at=anchor[0],
-                        id=anchor[1],
-                        limit=limit,
-                    )
-                ]
-            else:
-                ids = [row[0] for row in tx.all(_PAGE, account_id=account_id, limit=limit)]
-            if not ids:
-                return []
-            rows = tx.connection.execute(
-                _WITH_IMAGES.where(Generation.id.in_(ids)).order_by(
-                    Generation.created_at.desc(), Generation.id.desc(), StoredImage.position
-                )
-            ).all()
-            return _with_images([tuple(row) for row in rows])
+        def work(tx: Tx) -> list[tuple[Any, ...]]:
+            if not before:
+                return tx.all(_PAGE, account_id=account_id, limit=limit)
+            anchor = tx.one(_ANCHOR, generation_id=before, account_id=account_id)
+            if anchor is None:
+                raise NotFound("Unknown cursor: no such generation")
+            created_at, anchor_id = anchor
+            return tx.all(
+                _PAGE_BEFORE,
+                account_id=account_id,
+                created_at=created_at,
+                id=anchor_id,
+                limit=limit,
+            )
 
-        return await self.db.read(work)
+        return _with_images(await self.db.read(work))
 
     async def queue_depth(self, *, jobs: bool = False) -> int:
         """Async generations waiting to run; with `jobs`, the task queue's waiting jobs
@@ -674,7 +678,7 @@ class Generations:
             return [
                 tuple(row)
                 for row in tx.connection.execute(
-                    _WITH_IMAGES.where(Generation.state.in_(IN_PROGRESS)).order_by(
+                    _WITH_IMAGES.where(IS_IN_PROGRESS).order_by(
                         Generation.created_at, Generation.id, StoredImage.position
                     )
                 )

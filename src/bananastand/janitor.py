@@ -21,7 +21,7 @@ from datetime import timedelta
 from sqlalchemy import select, text
 
 from bananastand.db.models import Generation, utcnow
-from bananastand.generations import IN_PROGRESS, TERMINAL, GenerationRecord
+from bananastand.generations import IS_IN_PROGRESS, TERMINAL, GenerationRecord
 from bananastand.limits import RedisSlots
 from bananastand.queue import QueueDispatcher
 from bananastand.service import GenerationService
@@ -87,7 +87,7 @@ class Janitor:
     async def _redispatch_orphans(self) -> int:
         """In-progress generations with no waiting or running job get a new one."""
         query = select(Generation.id, Generation.mode, Generation.state).where(
-            Generation.state.in_(IN_PROGRESS),
+            IS_IN_PROGRESS,
             Generation.created_at < utcnow() - _ORPHAN_AFTER,
             text(
                 "NOT EXISTS (SELECT 1 FROM procrastinate_jobs j "

@@ -65,8 +65,10 @@ def started_rendering(stream: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def test_worker_killed_mid_generation_is_retried_by_another(deployment_factory: Any) -> None:  # noqa: F811
+    # Slow enough that the doomed worker is still at it once the rescuer has started
+    # (a worker process takes a few seconds to start on a busy machine).
     deployment = deployment_factory(
-        apis=1, workers=1, builtin_latency_seconds=4, stream_keepalive_seconds=0.5
+        apis=1, workers=1, builtin_latency_seconds=8, stream_keepalive_seconds=0.5
     )
     (api,) = deployment.apis
     key = deployment.demo_key

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -120,13 +121,33 @@ class Recharge(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# Generations holding a concurrency slot: queued or running. Spelled out literally
+# so that the partial indexes below serve every query that says the same
+# (`generations.in_progress()`): they hold only the few live rows, so a query over
+# them stays cheap however long an account's finished history grows, whatever the
+# planner's statistics say about it.
+IN_PROGRESS_SQL = "state IN ('queued', 'running')"
+
+
 class Generation(Base):
     __tablename__ = "generations"
     __table_args__ = (
-        Index("ix_generations_account_state", "account_id", "state"),
         # The history page: an account's generations newest first, by keyset.
         Index("ix_generations_account_created", "account_id", "created_at", "id"),
-        Index("ix_generations_state_created", "state", "created_at"),
+        # An account's generations in progress (admission counts them).
+        Index(
+            "ix_generations_active_account",
+            "account_id",
+            sqlite_where=text(IN_PROGRESS_SQL),
+            postgresql_where=text(IN_PROGRESS_SQL),
+        ),
+        # All generations in progress, oldest first (the queue, recovery, the janitor).
+        Index(
+            "ix_generations_active_created",
+            "created_at",
+            sqlite_where=text(IN_PROGRESS_SQL),
+            postgresql_where=text(IN_PROGRESS_SQL),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -36,6 +36,7 @@ __all__ = [
     "ProviderResult",
     "ReferenceImage",
     "Unusable",
+    "api_key",
     "build_providers",
     "register",
 ]
@@ -61,6 +62,20 @@ MODULES = {
 }
 
 
+# backend name -> the setting holding its API key: without one the backend is not
+# usable, and its (large) SDK is not even imported.
+API_KEYS = {"gemini": "gemini_api_key", "openai": "openai_api_key"}
+
+
+def api_key(settings: Settings, backend: str) -> str:
+    """The backend's API key; `Unusable` when none is set."""
+    name = API_KEYS[backend]
+    key = str(getattr(settings, name).get_secret_value()).strip()
+    if not key:
+        raise Unusable(f"no API key (set BANANASTAND_{name.upper()})")
+    return key
+
+
 def register(name: str) -> Callable[[Factory], Factory]:
     def wrap(factory: Factory) -> Factory:
         REGISTRY[name] = factory
@@ -80,6 +95,12 @@ def build_providers(
         module = MODULES.get(name)
         if module is None:
             unusable[name] = f"no backend called {name!r}"
+            continue
+        try:
+            if name in API_KEYS:
+                api_key(settings, name)
+        except Unusable as exc:
+            unusable[name] = str(exc)
             continue
         try:
             importlib.import_module(module)

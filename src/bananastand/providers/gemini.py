@@ -32,7 +32,7 @@ from google.genai import errors, types
 
 from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
-from bananastand.providers import Progress, Unusable, register
+from bananastand.providers import Progress, api_key, register
 from bananastand.providers.base import (
     GeneratedImage,
     ImageRequest,
@@ -397,9 +397,7 @@ def settle(outcomes: Sequence[Outcome]) -> ProviderResult:
 
 @register("gemini")
 def create(settings: Settings, models: Sequence[ModelSpec]) -> GeminiProvider:
-    key = settings.gemini_api_key.get_secret_value()
-    if not key:
-        raise Unusable("no API key (set BANANASTAND_GEMINI_API_KEY)")
+    key = api_key(settings, "gemini")
     client = genai.Client(
         api_key=key,
         vertexai=False,

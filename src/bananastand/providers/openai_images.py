@@ -46,7 +46,7 @@ from PIL import Image
 
 from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
-from bananastand.providers import Progress, Unusable, register
+from bananastand.providers import Progress, api_key, register
 from bananastand.providers.base import (
     GeneratedImage,
     ImageRequest,
@@ -549,9 +549,7 @@ def _retry_after(response: Any) -> float | None:
 
 @register("openai")
 def create(settings: Settings, models: Sequence[ModelSpec]) -> OpenAIImagesProvider:
-    key = settings.openai_api_key.get_secret_value().strip()
-    if not key:
-        raise Unusable("no API key (set BANANASTAND_OPENAI_API_KEY)")
+    key = api_key(settings, "openai")
     client = AsyncOpenAI(
         api_key=key,
         base_url=settings.openai_base_url or None,

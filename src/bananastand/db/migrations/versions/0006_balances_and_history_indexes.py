@@ -6,7 +6,9 @@
 - `ledger_entries.balance_after`: the balance right after each entry (the running
   balance a statement shows; `admin reconcile` checks it); filled here in order.
 - indexes that match how history is read, newest first by keyset:
-  generations by (account_id, created_at, id), the ledger by (account_id, id).
+  generations by (account_id, created_at, id), the ledger by (account_id, id);
+- partial indexes over the generations in progress only (admission, the queue),
+  instead of indexes over every generation's state.
 
 Revision ID: 0006
 Revises: 0005
@@ -15,6 +17,8 @@ Create Date: 2026-12-01 06:00:00
 
 import sqlalchemy as sa
 from alembic import op
+
+IN_PROGRESS_SQL = "state IN ('queued', 'running')"  # as `db.models` spells it
 
 revision = "0006"
 down_revision = "0005"
@@ -43,9 +47,26 @@ def upgrade() -> None:
     op.create_index(
         "ix_generations_account_created", "generations", ["account_id", "created_at", "id"]
     )
+    op.drop_index("ix_generations_account_state", table_name="generations")
+    op.drop_index("ix_generations_state_created", table_name="generations")
+    for name, column in (
+        ("ix_generations_active_account", "account_id"),
+        ("ix_generations_active_created", "created_at"),
+    ):
+        op.create_index(
+            name,
+            "generations",
+            [column],
+            sqlite_where=sa.text(IN_PROGRESS_SQL),
+            postgresql_where=sa.text(IN_PROGRESS_SQL),
+        )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_generations_active_created", table_name="generations")
+    op.drop_index("ix_generations_active_account", table_name="generations")
+    op.create_index("ix_generations_state_created", "generations", ["state", "created_at"])
+    op.create_index("ix_generations_account_state", "generations", ["account_id", "state"])
     op.drop_index("ix_generations_account_created", table_name="generations")
     op.drop_index("ix_ledger_account_id", table_name="ledger_entries")
     op.create_index("ix_ledger_account_amount", "ledger_entries", ["account_id", "amount"])
