@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test test-quick lint bench bench-all clean
 
 # torch is pinned to the CPU build these machines carry; on a GPU host install the
 # torch build for your hardware before `pip install -e '.[diffusers]'`.
@@ -36,10 +36,21 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
+# The inner loop: lint and the in-process tests (no real servers, embedded only), ~4 min.
+test-quick: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -x --ignore=tests/e2e -k "not scale-out"
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# Bananastand beside its peers (a bare-framework floor, LiteLLM), in one run; needs
+# Debian's wrk, and installs LiteLLM into bench/.peers (never into the project).
 bench: $(VENV)/.installed-test
+	scripts/services-up
+	$(BIN)/python bench/bench_gateway.py
+
+bench-all: bench
 	$(BIN)/python bench/bench_render.py
 	$(BIN)/python bench/bench_api.py
 	$(BIN)/python bench/bench_diffusers.py

@@ -353,11 +353,13 @@ class Generations:
         default_limit: int,
         queue_size: int | None,
         queue_workers: int,
+        waiting: int = 0,
         db_limits: bool = True,
         start_now: bool = False,
     ) -> tuple[GenerationRecord, int]:
         """In one transaction: check credits, the account's concurrency slots and
-        (async) the queue, then charge and record. Returns (record, balance).
+        (async, with a `queue_size`) that fewer than that many generations are
+        `waiting` in the queue, then charge and record. Returns (record, balance).
         With `db_limits=False` the slots and the queue are Redis's (scale-out).
         `start_now`: the caller runs it at once, so it is recorded as running (its
         first attempt) and needs no claim."""
@@ -379,13 +381,11 @@ class Generations:
                     raise ConcurrencyLimitExceeded(
                         limit=limit, active=len(active), retry_after=self._slot_eta(active)
                     )
-                if queue_size is not None:
-                    waiting = int(tx.scalar(_WAITING) or 0)
-                    if waiting >= queue_size:
-                        per_job = self.estimate(new.model, new.quantity)
-                        raise ServerBusy(
-                            retry_after=max(1, math.ceil(per_job * waiting / queue_workers))
-                        )
+                if queue_size is not None and waiting >= queue_size:
+                    per_job = self.estimate(new.model, new.quantity)
+                    raise ServerBusy(
+                        retry_after=max(1, math.ceil(per_job * waiting / queue_workers))
+                    )
             now = utcnow()
             record = GenerationRecord(
                 id=new.id,

@@ -239,6 +239,9 @@ class GenerationService:
                     default_limit=self.settings.default_concurrency_limit,
                     queue_size=self.settings.async_queue_size if new.mode == "async" else None,
                     queue_workers=self.settings.async_workers,
+                    # Embedded: the in-process queue knows how many wait (no count over
+                    # the table at every admission); scale-out asks Redis instead.
+                    waiting=self.dispatcher.waiting if isinstance(self.dispatcher, Runner) else 0,
                     db_limits=self.slots is None,
                     start_now=start_now,
                 )
