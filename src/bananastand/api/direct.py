@@ -85,17 +85,19 @@ async def caller(request: Request) -> Caller:
     )
 
 
-def query_text(
-    request: Request, name: str, *, what: str, max_length: int = 64, required: bool = True
-) -> str | None:
-    """A text query parameter; 400 when missing (if required), empty or too long."""
+def query_text(request: Request, name: str, *, what: str, max_length: int = 64) -> str | None:
+    """An optional text query parameter; 400 when empty or too long."""
     value = request.query_params.get(name)
-    if value is None:
-        if required:
-            raise InvalidRequest(f"{name} is required")
-        return None
-    if not value or len(value) > max_length:
+    if value is not None and (not value or len(value) > max_length):
         raise InvalidRequest(f"{name} must be {what}")
+    return value
+
+
+def query_required(request: Request, name: str, *, what: str, max_length: int = 64) -> str:
+    """A text query parameter that must be there; 400 when missing, empty or too long."""
+    value = query_text(request, name, what=what, max_length=max_length)
+    if value is None:
+        raise InvalidRequest(f"{name} is required")
     return value
 
 

@@ -36,6 +36,7 @@ from bananastand.api.direct import (
     parameter,
     query_flag,
     query_int,
+    query_required,
     query_text,
 )
 from bananastand.errors import GenerationFailed, InvalidRequest
@@ -74,6 +75,7 @@ class GenerateRequest(BaseModel):
     )
 
 
+GENERATION_ID = parameter("id", "Generation id", required=True, type="string", maxLength=64)
 STARTING = {"type": "status", "message": "Starting generation...", "progress": 0}
 EVENT_IDS_HEADER = "X-Stream-Event-Ids"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -82,6 +84,10 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def _sse(payload: dict[str, Any], event_id: int | None = None) -> bytes:
     data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
     return data if event_id is None else b"id: %d\n" % event_id + data
+
+
+def _generation_id(request: Request) -> str:
+    return query_required(request, "id", what="a generation id")
 
 
 def _wants_event_ids(request: Request) -> bool:
@@ -242,7 +248,7 @@ async def event_stream(
     openapi_extra={
         **KEY,
         "parameters": [
-            parameter("id", "Generation id", required=True, type="string", maxLength=64),
+            GENERATION_ID,
             parameter(
                 "previews", "`false`: leave stream previews out", type="boolean", default=True
             ),
@@ -258,11 +264,10 @@ async def event_stream(
 )
 async def resume_stream(request: Request) -> Response:
     who = await caller(request)
-    generation_id = query_text(request, "id", what="a generation id")
+    generation_id = _generation_id(request)
     previews = query_flag(request, "previews", default=True)
     after = _last_event_id(request.headers.get("last-event-id"))
     services: Services = request.app.state.services
-    assert generation_id is not None
     record = await services.generation.generations.get(generation_id, account_id=who.account.id)
     if after is not None and await services.generation.stream_delivered(record.id, after=after):
         return Response(status_code=204)
@@ -279,16 +284,13 @@ async def resume_stream(request: Request) -> Response:
     responses={200: {"model": schemas.GenerationEnvelope}, **schemas.errors(400, 401, 403, 404)},
     openapi_extra={
         **KEY,
-        "parameters": [
-            parameter("id", "Generation id", required=True, type="string", maxLength=64)
-        ],
+        "parameters": [GENERATION_ID],
     },
 )
 async def get_generation(request: Request) -> Response:
     who = await caller(request)
-    generation_id = query_text(request, "id", what="a generation id")
+    generation_id = _generation_id(request)
     services: Services = request.app.state.services
-    assert generation_id is not None
     record = await services.generation.generations.get(generation_id, account_id=who.account.id)
     return JSONResponse({"data": record_view(record, services.generation.signer)})
 
@@ -328,16 +330,13 @@ async def list_generations(request: Request) -> Response:
     responses={200: {"model": schemas.GenerationEnvelope}, **schemas.errors(400, 401, 403, 404)},
     openapi_extra={
         **KEY,
-        "parameters": [
-            parameter("id", "Generation id", required=True, type="string", maxLength=64)
-        ],
+        "parameters": [GENERATION_ID],
     },
 )
 async def cancel_generation(request: Request) -> Response:
     who = await caller(request)
-    generation_id = query_text(request, "id", what="a generation id")
+    generation_id = _generation_id(request)
     services: Services = request.app.state.services
-    assert generation_id is not None
     record, changed = await services.generation.cancel(generation_id, account_id=who.account.id)
     status = "cancelled" if changed else f"already {record.state}; nothing changed"
     return JSONResponse(
