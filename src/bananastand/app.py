@@ -24,7 +24,7 @@ from bananastand.api import (
 )
 from bananastand.api.deps import current_caller
 from bananastand.api.direct import HotPaths
-from bananastand.api.limits import BodySizeLimit
+from bananastand.api.limits import RequestSizeLimits
 from bananastand.config import Settings
 from bananastand.metrics import RequestMetrics
 from bananastand.services import Services
@@ -63,7 +63,11 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestSizeLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(RequestMetrics)
     errors.install(app, pages=web.error_page)
     # The hot paths first: one lookup finds them (see `api.direct`).

@@ -174,6 +174,11 @@ _ACTIVE = Query(
         Generation.account_id == bindparam("account_id"), IS_IN_PROGRESS
     )
 )
+# Counted within the partial index, without reading the rows: an account may have
+# many async generations waiting (each holds a slot until it ends).
+_ACTIVE_COUNT: Query[int] = Query(
+    select(func.count()).where(Generation.account_id == bindparam("account_id"), IS_IN_PROGRESS)
+)
 _WAITING: Query[int] = Query(
     select(func.count(Generation.id)).where(IS_IN_PROGRESS, Generation.state == "queued")
 )
@@ -376,11 +381,10 @@ class Generations:
                 )
             if db_limits:
                 limit = account.concurrency_limit or default_limit
-                active = tx.all(_ACTIVE, account_id=account.id)
-                if len(active) >= limit:
-                    raise ConcurrencyLimitExceeded(
-                        limit=limit, active=len(active), retry_after=self._slot_eta(active)
-                    )
+                active = int(tx.scalar(_ACTIVE_COUNT, account_id=account.id) or 0)
+                if active >= limit:
+                    eta = self._slot_eta(tx.all(_ACTIVE, account_id=account.id))
+                    raise ConcurrencyLimitExceeded(limit=limit, active=active, retry_after=eta)
                 if queue_size is not None and waiting >= queue_size:
                     per_job = self.estimate(new.model, new.quantity)
                     raise ServerBusy(

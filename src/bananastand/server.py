@@ -8,8 +8,10 @@ event loop (uvloop): the embedded default keeps its job runner and progress
 channels in memory, and there is no supervisor process to outlive a `kill -9`.
 
 Limits that protect the server come from the settings: the request head (line
-and headers) is capped at `max_header_bytes` (larger: 431 and the connection
-closed) and must arrive within `header_timeout_seconds`. SIGTERM or SIGINT stop
+and headers) must arrive within `header_timeout_seconds`, and is capped at
+`max_header_bytes` (larger: 431 and the connection closed). Granian refuses a
+head before buffering more than about twice that (its read buffer grows in
+steps); `api.limits` makes the limit exact. SIGTERM or SIGINT stop
 accepting connections, let open requests finish within `shutdown_grace_seconds`,
 then run the app's shutdown.
 """

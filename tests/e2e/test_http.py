@@ -305,6 +305,48 @@ def test_many_simultaneous_clients_keep_credits_exact(server_factory: Any) -> No
 # --- request bodies --------------------------------------------------------------------
 
 
+def _raw_request(server: Server, head: bytes) -> tuple[bytes, bool]:
+    """Send a request head on a fresh socket; (the answer's status line, whether the
+    server then closed the connection)."""
+    import socket
+
+    host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            sock.sendall(head)
+        except OSError:  # closed on us while still sending: refused, no answer read
+            return b"", True
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        status = answer.split(b"\r\n", 1)[0]
+        try:
+            while sock.recv(65536):  # drain the body; a closed connection ends it
+                pass
+            closed = True
+        except TimeoutError:
+            closed = False
+    return status, closed
+
+
+def test_request_heads_over_the_cap_are_431_and_closed(shared_server: Server) -> None:
+    # 64 KiB of headers at most (BANANASTAND_MAX_HEADER_BYTES): far more is refused,
+    # the connection closed, and the server keeps answering everyone else.
+    for size in (70_000, 100_000, 4_000_000):
+        head = b"GET /api/v1/models HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * size + b"\r\n\r\n"
+        status, closed = _raw_request(shared_server, head)
+        assert status in (b"", b"HTTP/1.1 431 Request Header Fields Too Large"), status
+        assert closed
+    ok = _raw_request(
+        shared_server, b"GET /api/v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert ok[0] == b"HTTP/1.1 200 OK"
+    assert requests.get(shared_server.url("/api/v1/models"), timeout=10).status_code == 200
+
+
 def test_body_over_the_limit_is_413_json(shared_server: Server) -> None:
     big = {"prompt": "x" * 5000}
     response = post(shared_server, big)

@@ -221,7 +221,7 @@ def safe_next(value: object) -> str:
 
 def error_page(request: Request, exc: BananastandError) -> Response | None:
     """The console's face for errors (wired into the API's one error boundary)."""
-    path = request.url.path
+    path: str = request.scope["path"]  # (not `request.url`: built anew for every API error)
     if not (path == PREFIX or path.startswith(PREFIX + "/")) or path.endswith("/generate"):
         return None
     if isinstance(exc, SignInRequired):
