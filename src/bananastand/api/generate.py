@@ -312,7 +312,7 @@ async def get_generation(request: Request) -> Response:
 async def list_generations(request: Request) -> Response:
     who = await caller(request)
     limit = query_int(request, "limit", default=20, low=1, high=100)
-    before = query_text(request, "before", what="the `nextBefore` of a page", required=False)
+    before = query_text(request, "before", what="the `nextBefore` of a page")
     services: Services = request.app.state.services
     records = await services.generation.generations.page(who.account.id, limit=limit, before=before)
     signer = services.generation.signer
