@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 from bananastand.accounts import Accounts
 from bananastand.db import Database, Tx
@@ -31,6 +31,7 @@ from bananastand.errors import Forbidden, InvalidRequest, TooManyAttempts, Unaut
 MIN_PASSWORD = 8
 SIGNUP = "(sign-up)"  # the `email` of the attempts that count sign-ups
 MAX_PASSWORD = 256
+_ATTEMPTS_LOCK = 0x62616E62  # PostgreSQL advisory lock: sign-in attempts, one at a time
 
 
 def _digest(token: str) -> str:
@@ -114,8 +115,7 @@ class ConsoleAuth:
     ) -> tuple[str, SignedIn]:
         """Check the current password (counted like a sign-in), set the new one, end
         every other session and answer a fresh one for this browser."""
-        await self._check_rate(signed.account.email, ip)
-        attempt = await self._note_attempt(signed.account.email, ip)
+        attempt = await self._count_attempt(signed.account.email, ip)
         stored = await self.db.read(
             lambda tx: tx.session.scalar(
                 select(Account.password_hash).where(Account.id == signed.account.id)
@@ -148,8 +148,7 @@ class ConsoleAuth:
         if not self.signup_open:
             raise Forbidden("Sign-up is closed on this server; ask its operator for an account")
         # Sign-ups count against the address's attempts (each costs two Argon2 runs).
-        await self._check_rate(SIGNUP, ip)
-        await self._note_attempt(SIGNUP, ip)
+        await self._count_attempt(SIGNUP, ip)
         make_admin = False
         if setup_code.strip():
             if self.setup_code is None or not hmac.compare_digest(
@@ -180,10 +179,9 @@ class ConsoleAuth:
     async def sign_in(self, *, email: str, password: str, ip: str) -> tuple[str, SignedIn]:
         """Check the password; answer a new session's cookie token and the session."""
         email = email.strip().lower()
-        await self._check_rate(email, ip)
         # Counted as a failure before the (slow) check, so a burst of parallel
         # guesses cannot all slip under the limit; a success clears it.
-        attempt = await self._note_attempt(email, ip)
+        attempt = await self._count_attempt(email, ip)
         account = await self.db.read(
             lambda tx: tx.session.scalar(select(Account).where(Account.email == email))
         )
@@ -205,10 +203,38 @@ class ConsoleAuth:
         await self.db.write(signed_in)
         return await self.open_session(account)
 
-    async def _note_attempt(self, email: str, ip: str) -> int:
+    async def _count_attempt(self, email: str, ip: str) -> int:
+        """Check the limits and record this attempt (as failed until it succeeds) in
+        one transaction, serialised with every other attempt's, so a parallel burst
+        is counted one by one. Raises `TooManyAttempts` (recording nothing) when
+        over: failed sign-ins per email and per address; sign-ups (any outcome) per
+        address, counted apart so a busy office never locks its admin out."""
         now = utcnow()
+        since = now - timedelta(seconds=self.window_seconds)
+        signup = email == SIGNUP
+        recent = LoginAttempt.created_at >= since
+        if signup:
+            checks = [
+                ((LoginAttempt.ip == ip) & (LoginAttempt.email == SIGNUP), self.max_failures * 4)
+            ]
+        else:
+            failed = recent & LoginAttempt.succeeded.is_(False)
+            checks = [
+                (failed & (LoginAttempt.email == email), self.max_failures),
+                (
+                    failed & (LoginAttempt.ip == ip) & (LoginAttempt.email != SIGNUP),
+                    self.max_failures * 4,
+                ),
+            ]
 
-        def work(tx: Tx) -> int:
+        def work(tx: Tx) -> int | None:
+            if tx.dialect.name == "postgresql":
+                # SQLite's writers already go one at a time (BEGIN IMMEDIATE).
+                tx.session.execute(text(f"SELECT pg_advisory_xact_lock({_ATTEMPTS_LOCK})"))
+            for where, limit in checks:
+                count = tx.session.scalar(select(func.count(LoginAttempt.id)).where(where, recent))
+                if int(count or 0) >= limit:
+                    return None
             attempt = LoginAttempt(email=email[:320], ip=ip[:64], succeeded=False, created_at=now)
             tx.session.add(attempt)
             # Forget attempts long past every window.
@@ -220,43 +246,15 @@ class ConsoleAuth:
             tx.session.flush()
             return attempt.id
 
-        return await self.db.write(work)
-
-    async def _check_rate(self, email: str, ip: str) -> None:
-        """Failed sign-ins per email and per address; sign-ups (any outcome) per
-        address, counted apart so a busy office never locks its admin out."""
-        since = utcnow() - timedelta(seconds=self.window_seconds)
-        signup = email == SIGNUP
-        checks = (
-            [(LoginAttempt.ip == ip, self.max_failures * 4)]
-            if signup
-            else [
-                (LoginAttempt.email == email, self.max_failures),
-                ((LoginAttempt.ip == ip) & (LoginAttempt.email != SIGNUP), self.max_failures * 4),
-            ]
-        )
-
-        def counts(tx: Tx) -> list[tuple[int, int]]:
-            found = []
-            for where, limit in checks:
-                query = select(func.count(LoginAttempt.id)).where(
-                    where, LoginAttempt.created_at >= since
-                )
-                if signup:
-                    query = query.where(LoginAttempt.email == SIGNUP)
-                else:
-                    query = query.where(LoginAttempt.succeeded.is_(False))
-                found.append((int(tx.session.scalar(query) or 0), limit))
-            return found
-
-        for count, limit in await self.db.read(counts):
-            if count >= limit:
-                minutes = max(1, round(self.window_seconds / 60))
-                what = "sign-ups from this address" if signup else "sign-in attempts"
-                raise TooManyAttempts(
-                    f"Too many {what}; try again in {minutes} minute{'s' if minutes != 1 else ''}",
-                    retry_after=int(self.window_seconds),
-                )
+        attempt = await self.db.write(work)
+        if attempt is None:
+            minutes = max(1, round(self.window_seconds / 60))
+            what = "sign-ups from this address" if signup else "sign-in attempts"
+            raise TooManyAttempts(
+                f"Too many {what}; try again in {minutes} minute{'s' if minutes != 1 else ''}",
+                retry_after=int(self.window_seconds),
+            )
+        return attempt
 
     async def open_session(self, account: Account) -> tuple[str, SignedIn]:
         """A new signed-in session: the cookie's token, and the session."""
