@@ -208,3 +208,40 @@ async def test_an_empty_callback_url_means_none(api: Api) -> None:
     answer = await api.generate(key, prompt="x", callbackUrl="")
     assert answer.status_code == 200
     assert await delivery_of(api, answer.json()["generationId"]) is None
+
+
+async def test_hanging_receivers_delay_no_one_else(
+    api_factory: Any, receiver: WebhookReceiver
+) -> None:
+    """16 endpoints that never answer hold only their own attempts (a few each);
+    another account's message still goes out at once."""
+    from collections import Counter
+
+    api = await api_factory(**{**FAST, "webhook_timeout_seconds": 60})
+    hanging = WebhookReceiver(hang=True)
+    try:
+        bad = await api.account(credits=200)
+        base = hanging.url.rsplit("/", 2)[0]
+        for endpoint in range(16):
+            for _ in range(5):
+                answer = await api.generate(bad, prompt="x", callbackUrl=f"{base}/hook/{endpoint}")
+                assert answer.status_code == 200
+        per_url = api.services.settings.webhook_concurrency_per_url
+        # Each delivering process keeps to the bound: the API process, and in
+        # scale-out the worker too.
+        processes = 1 if api.services.redis is None else 2
+
+        async def all_hanging() -> bool:
+            counts = Counter(hanging.paths())
+            return len(counts) == 16 and min(counts.values()) >= per_url
+
+        await wait_until(all_hanging, timeout=20)
+        good = await api.account(credits=10)
+        answer = await api.generate(good, prompt="on time", callbackUrl=receiver.url)
+        delivery = await settled_delivery(api, answer.json()["generationId"])
+        assert delivery.state == "delivered"
+        assert receiver.count() == 1
+        # No endpoint ever had more than its share of attempts open.
+        assert max(Counter(hanging.paths()).values()) <= per_url * processes
+    finally:
+        hanging.close()

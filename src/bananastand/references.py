@@ -276,10 +276,15 @@ class _PinnedTransport(httpx.AsyncBaseTransport):
     around a pool we build ourselves. No proxy support, by design.
     """
 
-    def __init__(self, backend: httpcore.AsyncNetworkBackend, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        backend: httpcore.AsyncNetworkBackend,
+        ssl_context: ssl.SSLContext,
+        max_connections: int = 32,
+    ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
-            max_connections=32,
+            max_connections=max_connections,
             max_keepalive_connections=8,
             keepalive_expiry=5.0,
             http1=True,
@@ -319,10 +324,12 @@ class _PinnedTransport(httpx.AsyncBaseTransport):
 # Image validation
 
 
-def pinned_transport(allowed: Iterable[IPNetwork] = ()) -> httpx.AsyncBaseTransport:
+def pinned_transport(
+    allowed: Iterable[IPNetwork] = (), *, max_connections: int = 32
+) -> httpx.AsyncBaseTransport:
     """An httpx transport that only ever connects to vetted public addresses."""
     ssl_context = httpx.create_ssl_context(trust_env=False)
-    return _PinnedTransport(PinnedNetworkBackend(allowed), ssl_context)
+    return _PinnedTransport(PinnedNetworkBackend(allowed), ssl_context, max_connections)
 
 
 def checked_url(

@@ -10,7 +10,10 @@ built when it is sent. A delivery loop in every server and worker process sends
 what is due, retrying with exponential backoff until a 2xx answer or until the
 message is too old.
 A process claims a message by moving its next attempt forward, so two processes
-never send one message at the same time. Generation never waits for any of this.
+never send one message at the same time. Every message goes out on its own: a
+receiver that hangs holds only its own attempts (at most
+`webhook_concurrency_per_url` at once), never anyone else's. Generation never
+waits for any of this.
 Targets pass the same address checks as reference images, at submission and at
 every connection (see `references`).
 """
@@ -26,6 +29,7 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -52,7 +56,6 @@ from bananastand.views import record_view
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
-BATCH = 16  # messages sent at once by one process (well under the connection pool)
 ROTATION_GRACE = timedelta(days=1)
 KEEP = timedelta(days=30)  # finished messages stay listed in the console this long
 
@@ -81,6 +84,8 @@ class Webhooks:
         max_backoff_seconds: float,
         max_age_seconds: float,
         poll_seconds: float,
+        concurrency: int = 128,
+        concurrency_per_url: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.db = db
@@ -94,9 +99,13 @@ class Webhooks:
         self.max_backoff_seconds = max_backoff_seconds
         self.max_age_seconds = max_age_seconds
         self.poll_seconds = poll_seconds
+        self.concurrency = concurrency
+        self.concurrency_per_url = concurrency_per_url
         self._wake = asyncio.Event()
+        self._sending: dict[str, asyncio.Task[None]] = {}  # message id -> its attempt
+        self._per_url: Counter[str] = Counter()
         self._client = httpx.AsyncClient(
-            transport=transport or pinned_transport(self._allowed),
+            transport=transport or pinned_transport(self._allowed, max_connections=concurrency),
             trust_env=False,
             follow_redirects=False,
             timeout=httpx.Timeout(timeout_seconds),
@@ -104,6 +113,10 @@ class Webhooks:
         )
 
     async def aclose(self) -> None:
+        """Stop the attempts under way (their claims run out; another try follows)."""
+        for task in list(self._sending.values()):
+            task.cancel()
+        await asyncio.gather(*self._sending.values(), return_exceptions=True)
         await self._client.aclose()
 
     # --- submission ----------------------------------------------------------------
@@ -191,15 +204,21 @@ class Webhooks:
     # --- delivery --------------------------------------------------------------------
     async def run_forever(self) -> None:
         pruned_at = 0.0
+        failing = False
         while True:
+            self._wake.clear()  # before the round: a wake-up during it is not lost
             try:
                 await self.deliver_due()
                 if time.monotonic() - pruned_at > 3600:
                     pruned_at = time.monotonic()
                     await self.prune()
-            except Exception:
-                log.exception("webhook delivery round failed")
-            self._wake.clear()
+                if failing:
+                    log.info("webhook delivery works again")
+                failing = False
+            except Exception as exc:
+                if not failing:  # once per outage, not every round
+                    log.warning("webhook delivery round failed: %s", type(exc).__name__)
+                failing = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
 
@@ -218,25 +237,50 @@ class Webhooks:
         return await self.db.write(work)
 
     async def deliver_due(self) -> int:
-        """Send every message that is due now; answers how many were tried."""
-
-        def work(tx: Tx) -> list[WebhookDelivery]:
-            return list(
-                tx.session.scalars(
-                    select(WebhookDelivery)
-                    .where(
-                        WebhookDelivery.state == "pending",
-                        WebhookDelivery.next_attempt_at <= utcnow(),
-                    )
-                    .order_by(WebhookDelivery.next_attempt_at)
-                    .limit(BATCH)
-                )
+        """Start an attempt for every message that is due now and has room (in this
+        process, and at its URL); answers how many were started. Each attempt runs
+        on its own and wakes the loop when it ends."""
+        room = self.concurrency - len(self._sending)
+        if room <= 0:
+            return 0
+        busy = [url for url, count in self._per_url.items() if count >= self.concurrency_per_url]
+        due_now = (
+            select(WebhookDelivery)
+            .where(
+                WebhookDelivery.state == "pending",
+                WebhookDelivery.next_attempt_at <= utcnow(),
             )
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(room)
+        )
+        if busy:
+            due_now = due_now.where(WebhookDelivery.url.not_in(busy))
+        due = await self.db.read(lambda tx: list(tx.session.scalars(due_now)))
+        started = 0
+        for delivery in due:
+            if self._per_url[delivery.url] >= self.concurrency_per_url:
+                self._wake.set()  # the others of this URL: look again at once
+                continue
+            if delivery.id in self._sending or not await self._claim(delivery):
+                continue
+            self._per_url[delivery.url] += 1
+            self._sending[delivery.id] = asyncio.create_task(
+                self._send(delivery), name=f"webhook-{delivery.id}"
+            )
+            started += 1
+        return started
 
-        due = await self.db.read(work)
-        claimed = [delivery for delivery in due if await self._claim(delivery)]
-        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
-        return len(claimed)
+    async def _send(self, delivery: WebhookDelivery) -> None:
+        try:
+            await self._attempt(delivery)
+        except Exception:
+            log.exception("webhook %s: attempt failed", delivery.id)
+        finally:
+            del self._sending[delivery.id]
+            self._per_url[delivery.url] -= 1
+            if self._per_url[delivery.url] <= 0:
+                del self._per_url[delivery.url]
+            self._wake.set()  # room again: whatever waited for it goes now
 
     async def _claim(self, delivery: WebhookDelivery) -> bool:
         claim = (

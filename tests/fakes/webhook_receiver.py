@@ -1,5 +1,6 @@
 """A webhook receiver on 127.0.0.1: records every POST and answers with the next
-status of a script (the last one repeats)."""
+status of a script (the last one repeats), or, with `hang`, never answers until
+it is closed."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Received:
 class WebhookReceiver:
     statuses: list[int] = field(default_factory=lambda: [200])
     received: list[Received] = field(default_factory=list)
+    hang: bool = False
 
     def __post_init__(self) -> None:
         receiver = self
@@ -33,6 +35,9 @@ class WebhookReceiver:
                     )
                     index = min(len(receiver.received), len(receiver.statuses)) - 1
                     status = receiver.statuses[index]
+                if receiver.hang:
+                    receiver._released.wait()
+                    return
                 self.send_response(status)
                 self.send_header("content-length", "2")
                 self.end_headers()
@@ -42,7 +47,9 @@ class WebhookReceiver:
                 pass
 
         self._lock = threading.Lock()
+        self._released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks/bananastand"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -51,6 +58,11 @@ class WebhookReceiver:
         with self._lock:
             return len(self.received)
 
+    def paths(self) -> list[str]:
+        with self._lock:
+            return [received.path for received in self.received]
+
     def close(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
