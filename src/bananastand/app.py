@@ -24,7 +24,7 @@ from bananastand.api import (
 )
 from bananastand.api.deps import current_caller
 from bananastand.api.direct import HotPaths
-from bananastand.api.limits import RequestSizeLimits
+from bananastand.api.limits import RequestLimits
 from bananastand.config import Settings
 from bananastand.metrics import RequestMetrics
 from bananastand.services import Services
@@ -64,12 +64,14 @@ def create_app(
     )
     app.state.services = services
     app.add_middleware(
-        RequestSizeLimits,
+        RequestLimits,
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        max_requests=settings.max_connections,
     )
+    errors.install(app, pages=web.error_page)  # its boundary: inside the metrics
     app.add_middleware(RequestMetrics)
-    errors.install(app, pages=web.error_page)
     # The hot paths first: one lookup finds them (see `api.direct`).
     app.router.routes.append(
         HotPaths([generate.router, catalog.router, credits.router, openai_compat.router])

@@ -34,6 +34,7 @@ from bananastand.config import Settings
 log = logging.getLogger(__name__)
 
 LISTEN_WAIT_SECONDS = 60
+BUSY_HEADROOM = 256
 
 
 def run(app: ASGIApp, settings: Settings) -> None:
@@ -51,8 +52,9 @@ async def _serve(app: ASGIApp, settings: Settings) -> None:
         http=HTTPModes.http1,
         websockets=False,
         backlog=2048,
-        # Requests served at once; more wait for a place (see `max_connections`).
-        backpressure=settings.max_connections,
+        # Connections served at once: room beyond the app's own cap on requests
+        # (`max_connections`), so that one more gets its 503 rather than a wait.
+        backpressure=settings.max_connections + BUSY_HEADROOM,
         http1_settings=HTTP1Settings(
             header_read_timeout=int(settings.header_timeout_seconds * 1000),
             max_buffer_size=settings.max_header_bytes,

@@ -1,6 +1,7 @@
 """The one error boundary: domain errors, validation errors and anything
 unexpected become the contract's JSON (`{"error": …, "type": …}`). Stack traces
-go to the server log only."""
+go to the server log only, once each. A database that cannot be reached is a 503
+`server_busy` with Retry-After (the request may be retried), not a 500."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bananastand.errors import BananastandError, InvalidRequest
+from bananastand.errors import BananastandError, InvalidRequest, ServerBusy
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,7 @@ _HTTP_TYPES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
@@ -113,7 +117,55 @@ def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
             ),
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return respond(request, BananastandError())
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    async def _database_down(request: Request, exc: Exception) -> Response:
+        cause = getattr(exc, "orig", None) or exc
+        first_line = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+        log.warning(
+            "database unavailable on %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(cause).__name__,
+            first_line,
+        )
+        return respond(request, database_down())
+
+    # Anything else: not through Starlette's catch-all handler, which logs the
+    # traceback and then re-raises it for the server to log again.
+    app.add_middleware(ErrorBoundary, respond=respond)
+
+
+def database_down() -> ServerBusy:
+    return ServerBusy("Server busy: its database is unavailable; retry shortly", retry_after=5)
+
+
+class ErrorBoundary:
+    """The last word on an HTTP request that raised: a client that went away gets
+    nothing (and is no error); anything else is logged once, with its traceback,
+    and answered 500 `internal_error` when no answer has begun."""
+
+    def __init__(self, app: ASGIApp, respond: Callable[[Request, BananastandError], Response]):
+        self.app = app
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except ClientDisconnect:
+            log.debug("client went away during %s %s", scope["method"], scope["path"])
+        except Exception:
+            log.exception("internal error on %s %s", scope["method"], scope["path"])
+            if not started:
+                request = Request(scope, receive)
+                await self.respond(request, BananastandError())(scope, receive, send)

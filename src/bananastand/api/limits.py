@@ -1,27 +1,47 @@
-"""ASGI middleware that caps what a request may send: its head (request line and
-headers, 431) and its body (413, by Content-Length and by counting what arrives).
+"""ASGI middleware that caps what requests may take: how many are worked on at
+once (503 beyond `max_requests`), a request's head (request line and headers,
+431), its body (413, by Content-Length and by counting what arrives) and the
+time its body may take to arrive (408, `body_timeout_seconds` from the head).
 
-The HTTP server refuses far larger heads itself before buffering them (see
-`server`); this makes the configured limit exact.
+The HTTP server refuses far larger heads itself before buffering them, and heads
+that take too long (see `server`); this makes the configured limits exact.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+BUSY_RETRY_AFTER = 1  # seconds: requests end all the time
 
-class RequestSizeLimits:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int) -> None:
+
+class RequestLimits:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_header_bytes: int,
+        body_timeout_seconds: float,
+        max_requests: int,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
+        self.body_timeout_seconds = body_timeout_seconds
+        self.max_requests = max_requests
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_requests:
+            message = "Server busy: too many requests at once; retry shortly"
+            await _refuse(send, 503, message, "server_busy", retry_after=BUSY_RETRY_AFTER)
             return
         head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
         declared = 0
@@ -40,36 +60,55 @@ class RequestSizeLimits:
             await _refuse(send, 413, self._body_message, "payload_too_large")
             return
         received = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_seconds
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        # Errors are raised as HTTPException: FastAPI passes those through body
+        # parsing (anything else becomes its 400), and the error boundary renders
+        # them as the contract's JSON.
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # afterwards the app only listens for a disconnect
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408,
+                    detail="The request body did not arrive within "
+                    f"{self.body_timeout_seconds:g} seconds",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    # FastAPI passes HTTPException through body parsing; the error
-                    # boundary renders it as the contract's JSON.
                     raise HTTPException(413, detail=self._body_message)
             return message
 
-        await self.app(scope, counting_receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.in_flight -= 1
 
     @property
     def _body_message(self) -> str:
         return f"Request body too large (limit {self.max_body_bytes} bytes)"
 
 
-async def _refuse(send: Send, status: int, message: str, kind: str) -> None:
+async def _refuse(
+    send: Send, status: int, message: str, kind: str, *, retry_after: int | None = None
+) -> None:
     body = json.dumps({"error": message, "type": kind}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
