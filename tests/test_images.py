@@ -52,6 +52,23 @@ async def test_forged_or_stretched_urls_are_404(api: Api) -> None:
         assert response.json()["type"] == "not_found"
 
 
+async def test_odd_image_paths_are_404_never_a_server_error(api: Api) -> None:
+    url, _ = await _one_image(api)
+    base, expires, signature, filename = url.rsplit("/", 3)
+    for odd in (
+        f"{base}/²/{signature}/{filename}",  # a Unicode digit
+        f"{base}/{'9' * 5000}/{signature}/{filename}",  # past int()'s digit limit
+        f"{base}/-1/{signature}/{filename}",
+        f"{base}/{expires}/sïgnature/{filename}",  # not ASCII
+        f"{base}/{expires}/{signature}/noextension",
+        f"{base}/{expires}/{signature}/{filename}.png",
+        f"{base}/{expires}/%00/{filename}",
+    ):
+        response = await api.download(odd)
+        assert response.status_code == 404, odd
+        assert response.json()["type"] == "not_found"
+
+
 async def test_expired_url_is_410(api: Api) -> None:
     url, _ = await _one_image(api)
     filename = url.rsplit("/", 1)[1]

@@ -139,6 +139,18 @@ def lock_account(tx: Tx, account_id: str) -> Locked:
     return account
 
 
+MAX_CONCURRENCY_LIMIT = 10_000
+
+
+def checked_limit(limit: int) -> int:
+    """A per-account concurrency limit, or a clear error for one out of range."""
+    if not 1 <= limit <= MAX_CONCURRENCY_LIMIT:
+        raise InvalidRequest(
+            f"The concurrency limit must be a whole number from 1 to {MAX_CONCURRENCY_LIMIT}"
+        )
+    return limit
+
+
 class Accounts:
     def __init__(self, db: Database, *, max_keys: int) -> None:
         self.db = db
@@ -158,6 +170,8 @@ class Accounts:
         email = email.strip().lower()
         if len(email) > 320 or not _EMAIL_SHAPE.match(email) or "\x00" in email:
             raise InvalidRequest(f"Not an email address: {email[:80]!r}")
+        if concurrency_limit is not None:
+            checked_limit(concurrency_limit)
 
         def work(tx: Tx) -> Account:
             if tx.session.scalar(select(Account.id).where(Account.email == email)):
@@ -229,9 +243,7 @@ class Accounts:
         if is_admin is not None:
             values["is_admin"] = is_admin
         if concurrency_limit is not None:
-            if concurrency_limit < 1:
-                raise InvalidRequest("The concurrency limit must be at least 1")
-            values["concurrency_limit"] = concurrency_limit
+            values["concurrency_limit"] = checked_limit(concurrency_limit)
         if reset_concurrency_limit:
             values["concurrency_limit"] = None
         if values:

@@ -112,10 +112,14 @@ class UrlSigner:
 
     def verify(self, expires: str, signature: str, filename: str, *, now: float) -> tuple[str, str]:
         """Check a URL's parts; return (image id, extension) or raise 404/410."""
-        if not expires.isdigit() or "." not in filename:
+        # ASCII digits only (`isdigit` also takes "²"), and no longer than any real
+        # expiry: whatever else a path holds is simply not an image here.
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            raise NotFound("No such image")
+        if "." not in filename:
             raise NotFound("No such image")
         expected = self._signature(filename, int(expires))
-        if not hmac.compare_digest(expected, signature):
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise NotFound("No such image")
         if int(expires) <= now:
             raise Gone("This image URL has expired")
