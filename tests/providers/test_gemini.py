@@ -443,7 +443,7 @@ async def test_progress_ticks_while_waiting_and_never_goes_back(
 
     fake.script("503", "slow")
     try:
-        task = asyncio.create_task(provider.generate(image_request(), progress))
+        task = asyncio.create_task(provider.generate(image_request(model="banana-pro"), progress))
         await asyncio.wait_for(ticked.wait(), timeout=10)
         fake.release()
         result = await task
@@ -452,7 +452,7 @@ async def test_progress_ticks_while_waiting_and_never_goes_back(
     assert len(result.images) == 1
     messages = [m for _, m in seen]
     assert messages[:2] == [
-        "Accepted by nano-banana; sending to Gemini",
+        "Accepted by banana-pro; sending to Gemini",  # the model the client asked for
         f"Sent to Gemini ({MODEL})",
     ]
     assert any(
@@ -632,10 +632,11 @@ def gemini_provider(fake: FakeGemini, tmp_path: Path, **overrides: Any) -> Gemin
     return create(make_settings(tmp_path, **values), [])
 
 
-def image_request(quantity: int = 1, seed: int = 7) -> ImageRequest:
+def image_request(quantity: int = 1, seed: int = 7, model: str = "nano-banana") -> ImageRequest:
     return ImageRequest(
         prompt="a banana",
         backend_model=MODEL,
+        model=model,
         quantity=quantity,
         seed=seed,
         references=(ReferenceImage(png_bytes(), "image/png", 64, 48),),

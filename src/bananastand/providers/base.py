@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +47,7 @@ class ImageRequest:
     deadline: float | None = None
     # None: send no previews (pass `preview=` to `progress` only when this is set).
     previews: Previews | None = None
+    model: str = ""  # the catalogue name the client asked for (for messages)
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,11 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def backoff_delay(attempt: int, base_seconds: float) -> float:
+    """Wait before retry number `attempt` (1, 2, …): jittered over the upper half of
+    an exponential window (`base_seconds`, doubling), so parallel callers spread
+    out yet every wait is real: "gave up after N tries" means upstream had time."""
+    window = base_seconds * 2 ** (attempt - 1)
+    return random.uniform(window / 2, window)

@@ -4,8 +4,8 @@ official `google-genai` SDK.
 One upstream call makes one image: `quantity` images are that many parallel
 calls, bounded across all requests by `gemini_concurrency`. The SDK does not
 retry; this module does, on 429, 5xx and transport errors, with exponential
-backoff and full jitter, honouring Google's `RetryInfo` and never sleeping past
-the request's deadline.
+backoff (jittered, never below half its window), honouring Google's `RetryInfo`
+and never sleeping past the request's deadline.
 
 Outcome policy: every call ends in an image, a safety block or a failure. Any
 image → those images, with the other calls' reasons as per-image errors (the
@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -38,6 +37,7 @@ from bananastand.providers.base import (
     ImageRequest,
     ProviderError,
     ProviderResult,
+    backoff_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,8 @@ class GeminiProvider:
 
     async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult:
         run = Run(request, progress)
-        await run.report(0.05, "Accepted by nano-banana; sending to Gemini")
+        asked = request.model or request.backend_model
+        await run.report(0.05, f"Accepted by {asked}; sending to Gemini")
         contents = _contents(request)
         ticker = asyncio.create_task(self._tick(run), name="gemini-progress")
         try:
@@ -349,9 +350,8 @@ class GeminiProvider:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _backoff(self, attempt: int, floor: float) -> float:
-        """Full jitter over an exponential window, at least what upstream asked."""
-        window = self.backoff_seconds * 2 ** (attempt - 1)
-        return max(random.uniform(0, window), floor)
+        """Jittered exponential backoff (see `backoff_delay`), at least what upstream asked."""
+        return max(backoff_delay(attempt, self.backoff_seconds), floor)
 
 
 def _contents(request: ImageRequest) -> list[Any]:

@@ -12,9 +12,9 @@ every partial image the API sends becomes a progress stage (and, when the
 request asks for previews, that stage's preview).
 
 The SDK's own retries are off (`max_retries=0`): this module retries 429, 408,
-5xx, connection failures and timeouts itself, with exponential backoff and full
-jitter, honouring `retry-after-ms` / `retry-after`, and never sleeping past the
-request's deadline. A provider-wide semaphore bounds the calls in flight
+5xx, connection failures and timeouts itself, with exponential backoff (jittered,
+never below half its window), honouring `retry-after-ms` / `retry-after`, and
+never sleeping past the request's deadline. A provider-wide semaphore bounds the calls in flight
 (`openai_concurrency`). OpenAI's moderation verdict (400 `moderation_blocked`)
 becomes the contract's safety warning; every other failure becomes a
 `ProviderError` whose message is safe to show to clients: it never holds the API
@@ -30,7 +30,6 @@ import email.utils
 import io
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +52,7 @@ from bananastand.providers.base import (
     ProviderError,
     ProviderResult,
     ReferenceImage,
+    backoff_delay,
 )
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ class OpenAIImagesProvider:
                 raise ProviderError(f"{failure.what}; gave up after {tries}")
             delay = failure.retry_after
             if delay is None:
-                delay = random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1))
+                delay = backoff_delay(attempt, self.backoff_seconds)
             if request.deadline is not None:
                 if time.monotonic() + delay >= request.deadline:
                     raise ProviderError(
