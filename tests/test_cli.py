@@ -53,7 +53,16 @@ def test_account_lifecycle(run) -> None:  # type: ignore[no-untyped-def]
     assert "api access: on" in run("admin", "api-access", "ops@example.com", "on").output
     assert "concurrency limit: 3" in run("admin", "set-limit", "ops@example.com", "3").output
     assert "(default)" in run("admin", "set-limit", "ops@example.com", "default").output
-    run("admin", "set-limit", "ops@example.com", "0", ok=False)
+    for bad, says in (
+        ("0", "from 1 to 10000"),
+        ("9" * 25, "from 1 to 10000"),
+        ("²", "use a whole number"),
+        ("3.5", "use a whole number"),
+    ):
+        refused = run("admin", "set-limit", "ops@example.com", bad, ok=False)
+        assert says in refused.output and "Traceback" not in refused.output
+    huge = run("admin", "ledger", "ops@example.com", "--limit", "9" * 25, ok=False)
+    assert "less than or equal to 100000" in huge.output and "Traceback" not in huge.output
     assert "pro: yes" in run("admin", "pro", "ops@example.com", "on").output
 
     ledger = run("admin", "ledger", "ops@example.com").output
@@ -181,3 +190,15 @@ def test_the_client_commands_default_to_the_clients_base_url() -> None:
     from bananastand import cli_client, client
 
     assert cli_client.DEFAULT_BASE_URL == client.DEFAULT_BASE_URL
+
+
+def test_server_logs_keep_http_clients_and_the_google_sdk_quiet() -> None:
+    """Their INFO lines carry full URLs (a gateway base URL may hold credentials)
+    or say the same thing on every call."""
+    import logging
+
+    from bananastand.cli import _configure_logging
+
+    _configure_logging("info")
+    for name in ("httpx", "httpcore", "httpx2", "google_genai.models", "google_genai.chats"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name

@@ -192,6 +192,31 @@ async def test_resume_after_progress_was_lost_still_ends_with_one_complete(api: 
     assert resumed == [(3, {**full[-1][1]})]
 
 
+async def test_a_final_event_built_after_the_channel_failed_is_never_replayed(
+    api: Api, monkeypatch: Any
+) -> None:
+    """The channel fails (e.g. a Redis timeout) while it still holds the events: the
+    final event the database gives is numbered past them, so a client resuming
+    from it gets 204, not the channel's events and a second `complete`."""
+    key = await api.account()
+    full = numbered(await stream(api, key, OPT_IN))
+    generation_id = full[-1][1]["data"]["generationId"]
+    bus = api.services.generation.bus
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("the channel is unreachable")
+        yield  # an async generator
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bus, "subscribe", failing)
+        fallback = numbered((await resume(api, key, generation_id, 0)).text)
+    assert len(fallback) == 1 and fallback[0][1] == full[-1][1]
+    final_id = fallback[0][0]
+    assert final_id is not None and final_id > max(i for i in ids(full) if i is not None)
+    again = await resume(api, key, generation_id, final_id)
+    assert again.status_code == 204
+
+
 async def test_resume_is_for_the_callers_own_generations(api: Api) -> None:
     key = await api.account()
     other = await api.account()

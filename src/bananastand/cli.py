@@ -107,9 +107,11 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx logs every request's full URL at INFO: callback and reference URLs may
-    # carry credentials (user:password@, presigned query strings).
-    for name in ("httpx", "httpcore"):
+    # HTTP clients log every request's full URL at INFO: callback, reference and
+    # gateway base URLs may carry credentials (user:password@, presigned query
+    # strings). Google's SDK logs on its own client (`httpx2`) and says "AFC is
+    # enabled…" on every call (`google_genai.*`): its warnings are enough.
+    for name in ("httpx", "httpcore", "httpx2", "google_genai"):
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
@@ -170,14 +172,25 @@ async def _work(settings: Settings) -> None:
 
     services = Services.build(settings)
     await services.start("worker")
+    gauges: asyncio.Task[None] | None = None
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 
+        from bananastand import metrics
+
         start_http_server(settings.worker_metrics_port, addr=settings.host)
+        gauges = asyncio.create_task(
+            metrics.keep_fresh(
+                services.generation.generations.queue_depth,
+                every=settings.janitor_interval_seconds,
+            )
+        )
     print(f"Bananastand worker running ({settings.worker_concurrency} at a time)", flush=True)
     try:
         await services.generation.dispatcher.run_worker()  # type: ignore[attr-defined]
     finally:
+        if gauges is not None:
+            gauges.cancel()
         await services.stop()
 
 
@@ -402,10 +415,10 @@ def set_limit(
     async def action(core: Core) -> str:
         if limit == "default":
             updated = await core.admin.update("cli", account, reset_concurrency_limit=True)
-        elif limit.isdigit():
+        elif limit.isascii() and limit.isdigit() and len(limit) <= 100:
             updated = await core.admin.update("cli", account, concurrency_limit=int(limit))
         else:
-            raise typer.BadParameter("a positive number or 'default'")
+            raise typer.BadParameter(f"{limit[:40]!r}: use a whole number or 'default'")
         return await _describe(core)(updated)
 
     typer.echo(_run(action))
@@ -488,7 +501,8 @@ def revoke_key(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) ->
 
 @admin.command("ledger")
 def ledger(
-    account: str, limit: Annotated[int, typer.Option(help="Most recent rows.")] = 50
+    account: str,
+    limit: Annotated[int, typer.Option(help="Most recent rows.", min=1, max=100_000)] = 50,
 ) -> None:
     """Show an account's credit ledger, newest first."""
 

@@ -58,10 +58,14 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(
         30.0, gt=0, description="Time a client has to send a request's head."
     )
+    body_timeout_seconds: float = Field(
+        60.0, gt=0, description="Time a client has to send a request's whole body (408 after)."
+    )
     max_connections: int = Field(
         10_000,
         ge=1,
-        description="Requests `bananastand serve` works on at once; further ones wait.",
+        description="Requests `bananastand serve` works on at once (open streams included); "
+        "one more is answered 503 with Retry-After.",
     )
     log_level: str = Field("info", description="Log level of the server.")
     forwarded_allow_ips: str = Field(
@@ -296,6 +300,15 @@ class Settings(BaseSettings):
     )
     webhook_poll_seconds: float = Field(
         1.0, gt=0, description="How often each process looks for webhook retries that are due."
+    )
+    webhook_concurrency: int = Field(
+        128, ge=1, le=1000, description="Webhook attempts one process makes at once."
+    )
+    webhook_concurrency_per_url: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Of those, to any one URL at once (a hanging receiver holds no more).",
     )
 
     @field_validator("builtin_failure_rate")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy import and_, bindparam, case, func, insert, select, text, tuple_, update
 
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
@@ -359,13 +359,15 @@ class Generations:
         queue_size: int | None,
         queue_workers: int,
         waiting: int = 0,
-        db_limits: bool = True,
+        db_queue: bool = True,
         start_now: bool = False,
     ) -> tuple[GenerationRecord, int]:
         """In one transaction: check credits, the account's concurrency slots and
         (async, with a `queue_size`) that fewer than that many generations are
         `waiting` in the queue, then charge and record. Returns (record, balance).
-        With `db_limits=False` the slots and the queue are Redis's (scale-out).
+        The slots are always counted here, under the account's lock: the database
+        is their truth (scale-out's Redis slot set may be incomplete, e.g. just
+        after Redis restarted). With `db_queue=False` the queue is Redis's.
         `start_now`: the caller runs it at once, so it is recorded as running (its
         first attempt) and needs no claim."""
 
@@ -379,17 +381,14 @@ class Generations:
                     f"Insufficient credits: this generation costs {new.total_cost}, "
                     f"the balance is {account.balance}"
                 )
-            if db_limits:
-                limit = account.concurrency_limit or default_limit
-                active = int(tx.scalar(_ACTIVE_COUNT, account_id=account.id) or 0)
-                if active >= limit:
-                    eta = self._slot_eta(tx.all(_ACTIVE, account_id=account.id))
-                    raise ConcurrencyLimitExceeded(limit=limit, active=active, retry_after=eta)
-                if queue_size is not None and waiting >= queue_size:
-                    per_job = self.estimate(new.model, new.quantity)
-                    raise ServerBusy(
-                        retry_after=max(1, math.ceil(per_job * waiting / queue_workers))
-                    )
+            limit = account.concurrency_limit or default_limit
+            active = int(tx.scalar(_ACTIVE_COUNT, account_id=account.id) or 0)
+            if active >= limit:
+                eta = self._slot_eta(tx.all(_ACTIVE, account_id=account.id))
+                raise ConcurrencyLimitExceeded(limit=limit, active=active, retry_after=eta)
+            if db_queue and queue_size is not None and waiting >= queue_size:
+                per_job = self.estimate(new.model, new.quantity)
+                raise ServerBusy(retry_after=max(1, math.ceil(per_job * waiting / queue_workers)))
             now = utcnow()
             record = GenerationRecord(
                 id=new.id,
@@ -443,10 +442,17 @@ class Generations:
         return None if attempt is None else int(attempt)
 
     async def requeue(self, generation_id: str, *, hand_back: bool = False) -> None:
-        """Back to `queued`; a hand-back (graceful stop) does not count as an attempt."""
+        """Back to `queued`; a hand-back (graceful stop) of a running generation does
+        not count as an attempt (a queued one has had no attempt to give back)."""
         values: dict[str, object] = {"state": "queued", "started_at": None}
         if hand_back:
-            values["attempts"] = Generation.attempts - 1
+            values["attempts"] = case(
+                (
+                    and_(Generation.state == "running", Generation.attempts > 0),
+                    Generation.attempts - 1,
+                ),
+                else_=Generation.attempts,
+            )
 
         def work(tx: Tx) -> None:
             tx.session.execute(
@@ -713,6 +719,22 @@ class Generations:
                     tx.session.scalars(select(StoredImage.id).where(StoredImage.id.in_(chunk)))
                 )
             return known
+
+        return await self.db.read(work)
+
+    async def live(self, generation_ids: Sequence[str]) -> set[str]:
+        """Which of these generations are still queued or running."""
+
+        def work(tx: Tx) -> set[str]:
+            live: set[str] = set()
+            for start in range(0, len(generation_ids), 500):
+                chunk = list(generation_ids[start : start + 500])
+                live.update(
+                    tx.session.scalars(
+                        select(Generation.id).where(Generation.id.in_(chunk), IS_IN_PROGRESS)
+                    )
+                )
+            return live
 
         return await self.db.read(work)
 

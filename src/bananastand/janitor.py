@@ -18,17 +18,18 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy import select, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bananastand.db.models import Generation, utcnow
-from bananastand.generations import IS_IN_PROGRESS, TERMINAL, GenerationRecord
+from bananastand.generations import IS_IN_PROGRESS, TERMINAL
 from bananastand.limits import RedisSlots
 from bananastand.queue import QueueDispatcher
 from bananastand.service import GenerationService
 
 log = logging.getLogger(__name__)
 
-EXPIRED = "Expired: the generation did not finish in time; refunded"
 # A generation this young may simply not have reached the queue yet.
 _ORPHAN_AFTER = timedelta(seconds=30)
 
@@ -43,9 +44,21 @@ class Janitor:
         self.settings = service.settings
 
     async def run_forever(self) -> None:
+        failing = False
         while True:
             try:
                 await self.round()
+                if failing:
+                    log.info("janitor rounds work again")
+                failing = False
+            except (OSError, RedisError, OperationalError, InterfaceError) as exc:
+                # Redis or the database is away: one line when it starts, not a
+                # traceback every round.
+                if not failing:
+                    log.warning(
+                        "janitor round failed (%s); retrying each round", type(exc).__name__
+                    )
+                failing = True
             except Exception:
                 log.exception("janitor round failed; retrying next round")
             await asyncio.sleep(self.settings.janitor_interval_seconds)
@@ -67,22 +80,13 @@ class Janitor:
             elif state != "queued" and record.state == "queued":
                 await self.slots.dequeue(record.id)
         retried = await self.dispatcher.retry_stalled()
-        expired = await self._expire(in_progress)
+        expired = await self.service.expire_overdue()
         orphans = await self._redispatch_orphans()
         swept = await self.service.sweep_expired()
         report = {"retried": retried, "expired": expired, "redispatched": orphans, "swept": swept}
         if any(report.values()):
             log.info("janitor: %s", report)
         return report
-
-    async def _expire(self, in_progress: list[GenerationRecord]) -> int:
-        limit = utcnow() - timedelta(seconds=self.settings.generation_max_age_seconds)
-        expired = 0
-        for record in in_progress:
-            if record.created_at < limit:
-                await self.service.fail(record.id, EXPIRED)
-                expired += 1
-        return expired
 
     async def _redispatch_orphans(self) -> int:
         """In-progress generations with no waiting or running job get a new one."""

@@ -11,12 +11,16 @@ API processes serve them at `/metrics`; workers at `worker_metrics_port`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter(
     "bananastand_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
@@ -96,3 +100,14 @@ async def refresh(queue_depth: Callable[[], Awaitable[int]]) -> CollectorRegistr
     """Update the scrape-time gauges; returns the registry to expose."""
     QUEUE_DEPTH.set(await queue_depth())
     return REGISTRY
+
+
+async def keep_fresh(queue_depth: Callable[[], Awaitable[int]], *, every: float) -> None:
+    """Refresh the scrape-time gauges every `every` seconds (for processes whose
+    metrics are served by prometheus_client's own thread: workers)."""
+    while True:
+        try:
+            QUEUE_DEPTH.set(await queue_depth())
+        except Exception:  # the database is away: the next round tries again
+            log.debug("queue depth unavailable")
+        await asyncio.sleep(every)

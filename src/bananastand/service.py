@@ -28,6 +28,7 @@ from bananastand import metrics, previews
 from bananastand.accounts import Caller
 from bananastand.catalog import Catalog
 from bananastand.config import Settings
+from bananastand.db.models import utcnow
 from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ServerBusy
 from bananastand.generations import (
     TERMINAL,
@@ -68,8 +69,13 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "Interrupted: the server stopped before this generation finished"
 CANCELLED = "Cancelled by the client; refunded"
+EXPIRED = "Expired: the generation did not finish in time; refunded"
 ORPHAN_SWEEP_EVERY = 3600.0  # seconds between scans of the image folder for orphans
 ORPHAN_MIN_AGE = 86400.0
+REFERENCES_MIN_AGE = 3600.0
+# The number of a final event built from the record after the progress channel
+# failed: above any the channel gives (it keeps a few hundred events at most).
+AFTER_ANY_CHANNEL_EVENT = 1_000_000_000
 LOST = "Interrupted too many times (the processes running it stopped); refunded"
 
 
@@ -242,7 +248,7 @@ class GenerationService:
                     # Embedded: the in-process queue knows how many wait (no count over
                     # the table at every admission); scale-out asks Redis instead.
                     waiting=self.dispatcher.waiting if isinstance(self.dispatcher, Runner) else 0,
-                    db_limits=self.slots is None,
+                    db_queue=self.slots is None,
                     start_now=start_now,
                 )
             except BaseException:
@@ -325,6 +331,7 @@ class GenerationService:
         progress = 0
         last = after or 0  # the highest number this client has
         final_seq: int | None = None
+        channel_failed = False
         try:
             async for item in self.bus.subscribe(generation_id, idle_timeout=idle_timeout):
                 if item is None:
@@ -350,6 +357,7 @@ class GenerationService:
                 yield seq, (event if previews else without_preview(event))
         except (OSError, RedisError):
             log.warning("progress of %s unavailable; following the database", generation_id)
+            channel_failed = True
         if final_seq is not None and after is not None and final_seq <= after:
             return  # a reconnect from a client that had the final event already
         while not await self.generations.is_settled(generation_id):
@@ -358,9 +366,13 @@ class GenerationService:
         # Built where the client is: image URLs come from this process's signer and
         # public base URL, whichever process ran the generation.
         record, balance = await self.generations.get_with_balance(generation_id)
-        # Numbered as the channel numbered it; without it (the channel failed, or
-        # forgot the generation), right after the last event this client has.
-        seq = final_seq if final_seq is not None else last + 1
+        # Numbered as the channel numbered it. When the channel forgot the generation,
+        # right after the last event this client has; when it failed, it may still
+        # hold (and later resume with) higher numbers: then past any it can use.
+        if final_seq is not None:
+            seq = final_seq
+        else:
+            seq = AFTER_ANY_CHANNEL_EVENT if channel_failed else last + 1
         yield seq, final_event(record, balance, self.signer)
 
     async def stream_delivered(self, generation_id: str, *, after: int) -> bool:
@@ -385,8 +397,11 @@ class GenerationService:
         record = self._started.pop(generation_id, None)
         if record is None:  # queued (async, or run by a worker): claim it now
             attempt = await self.generations.claim(generation_id)
-            if attempt is None:
-                return  # already settled
+            if attempt is None:  # ended before it started (cancelled, failed)
+                self._references.pop(generation_id, None)
+                ended = await self.generations.get(generation_id)
+                await self._drop_references(generation_id, len(ended.reference_urls))
+                return
             record = await self.generations.get(generation_id)
         if record.attempts > self.settings.generation_max_attempts:
             await self._settle(record.id, images=[], error=LOST)
@@ -420,6 +435,7 @@ class GenerationService:
             request = ImageRequest(
                 prompt=record.prompt,
                 backend_model=model.backend_model,
+                model=model.name,
                 quantity=record.quantity,
                 seed=record.seed,
                 aspect_ratio=None if record.aspect_ratio == "default" else record.aspect_ratio,
@@ -584,7 +600,8 @@ class GenerationService:
         resumed = failed = 0
         for record in await self.generations.in_progress():
             if record.mode == "async":
-                await self.generations.requeue(record.id, hand_back=record.state == "queued")
+                if record.state == "running":  # its attempt was spent: it counts
+                    await self.generations.requeue(record.id)
                 self.bus.open(record.id)
                 await self.dispatcher.dispatch(record.id, record.mode)
                 resumed += 1
@@ -600,21 +617,36 @@ class GenerationService:
         record = await self.generations.get(generation_id, account_id=account_id)
         if record.state in TERMINAL:
             return record, False
+        return await self._end(record, CANCELLED)
+
+    async def expire_overdue(self) -> int:
+        """End (failed, refunded) the generations still unfinished after
+        `generation_max_age_seconds`: a run that cannot settle must not hold its
+        account's slot for ever. Returns how many were ended."""
+        limit = utcnow() - timedelta(seconds=self.settings.generation_max_age_seconds)
+        ended = 0
+        for record in await self.generations.in_progress():
+            if record.created_at < limit:
+                _, changed = await self._end(record, EXPIRED)
+                ended += changed
+        return ended
+
+    async def _end(self, record: GenerationRecord, error: str) -> tuple[GenerationRecord, bool]:
         settled = await self.generations.settle(
-            generation_id,
-            error=CANCELLED,
+            record.id,
+            error=error,
             image_ttl=timedelta(seconds=self.settings.image_ttl_seconds),
         )
         await self._after_settle(settled)
         if settled.changed:
-            self._started.pop(generation_id, None)
+            self._started.pop(record.id, None)
             try:
-                await self.dispatcher.cancel(generation_id)
+                await self.dispatcher.cancel(record.id)
             except Exception:  # best effort: whatever it makes now is discarded anyway
-                log.warning("could not stop the work of cancelled %s", generation_id)
+                log.warning("could not stop the work of ended %s", record.id)
             # A run still waiting in the queue will never start (so never tidy up).
-            self._references.pop(generation_id, None)
-            await self._drop_references(generation_id, len(record.reference_urls))
+            self._references.pop(record.id, None)
+            await self._drop_references(record.id, len(record.reference_urls))
         return settled.generation, settled.changed
 
     async def fail(self, generation_id: str, message: str) -> None:
@@ -636,11 +668,19 @@ class GenerationService:
         return len(expired) + orphans
 
     async def sweep_orphans(self) -> int:
-        # Older than any run can last, so no run still in progress loses its files.
+        """Delete files nothing will ever read: images no record points at (older
+        than any run can last, so no run in progress loses its output) and the
+        reference images of generations that have ended (however they ended)."""
         age = max(ORPHAN_MIN_AGE, 2 * self.settings.generation_max_age_seconds)
         stale = await self.storage.stale("images", older_than=age)
         known = await self.generations.known_images([key_image_id(key) for key in stale])
         orphans = [key for key in stale if key_image_id(key) not in known]
+        # references/{generation id}/{n}.bin: kept exactly while the generation is
+        # live (an hour's margin covers a submission saving them before its record).
+        references = await self.storage.stale("references", older_than=REFERENCES_MIN_AGE)
+        owners = {key: key.split("/")[1] for key in references if key.count("/") == 2}
+        live = await self.generations.live(sorted(set(owners.values())))
+        orphans += [key for key in references if owners.get(key) not in live]
         for key in orphans:
             await self.storage.delete(key)
         if orphans:

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bananastand.accounts import Accounts, CreatedKey
 from bananastand.admin import Administration
@@ -45,6 +49,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEMO_EMAIL = "demo@bananastand.local"
+
+
+def redis_client(settings: Settings) -> Redis:
+    """The Redis client of a scale-out process. A socket may stay quiet as long as
+    the longest blocking read (`XREAD` waits up to a keep-alive interval) plus a
+    margin; commands that meet a dropped connection (a Redis restart) are retried
+    with backoff on a fresh one; idle pooled connections are checked before use."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5.0,
+        socket_timeout=settings.stream_keepalive_seconds + 10.0,
+        socket_keepalive=True,
+        health_check_interval=10,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=4),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 @dataclass
@@ -96,7 +116,7 @@ class Services:
         if settings.scale_out:
             from bananastand.queue import QueueDispatcher
 
-            redis = Redis.from_url(settings.redis_url)
+            redis = redis_client(settings)
             slots = RedisSlots(
                 redis, prefix=settings.redis_prefix, lease_seconds=settings.slot_lease_seconds
             )
@@ -115,6 +135,8 @@ class Services:
             max_backoff_seconds=settings.webhook_max_backoff_seconds,
             max_age_seconds=settings.webhook_max_age_seconds,
             poll_seconds=settings.webhook_poll_seconds,
+            concurrency=settings.webhook_concurrency,
+            concurrency_per_url=settings.webhook_concurrency_per_url,
         )
         service = GenerationService(
             settings=settings,
@@ -240,8 +262,11 @@ class Services:
                 deleted = await self.generation.sweep_expired()
                 if deleted:
                     log.info("deleted %d expired images", deleted)
+                overdue = await self.generation.expire_overdue()
+                if overdue:
+                    log.info("ended %d generations unfinished past their age limit", overdue)
             except Exception:
-                log.exception("image sweep failed")
+                log.exception("sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_seconds)
 
     async def stop(self) -> None:

@@ -166,3 +166,42 @@ def test_sigterm_lets_open_sync_and_stream_requests_finish(
     assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
     assert answers["sync"][0] == 200 and '"success":true' in answers["sync"][1]
     assert answers["stream"][0] == 200 and '"type":"complete"' in answers["stream"][1]
+
+
+def test_a_queued_generation_keeps_its_attempts_across_restarts(
+    server_factory: Any, tmp_path: Any
+) -> None:
+    """A generation that never started has spent no attempt, however often the
+    server is killed or stopped around it (so the max-attempts guard stays exact)."""
+    import sqlite3
+
+    # One async worker: the second generation waits in the queue behind the first.
+    settings = {"builtin_latency_seconds": 60, "async_workers": 1, "default_concurrency_limit": 2}
+    first = server_factory(tmp_path / "data", **settings).start()
+    headers = first.headers
+    ids = [
+        requests.post(
+            first.url("/api/v1/generate"),
+            json={"prompt": f"in line {n}", "mode": "async"},
+            headers=headers,
+            timeout=10,
+        ).json()["generationId"]
+        for n in range(2)
+    ]
+
+    def attempts() -> dict[str, tuple[str, int]]:
+        with contextlib.closing(sqlite3.connect(tmp_path / "data" / "bananastand.db")) as db:
+            rows = db.execute("SELECT id, state, attempts FROM generations").fetchall()
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    assert _wait_for(lambda: attempts()[ids[0]] == ("running", 1))
+    assert attempts()[ids[1]] == ("queued", 0)
+    first.kill()
+    second = server_factory(tmp_path / "data", **settings).start()
+    assert _wait_for(lambda: attempts()[ids[0]] == ("running", 2))  # the cut run counts
+    second.stop()  # graceful: the running one is handed back, uncounted
+    assert attempts() == {ids[0]: ("queued", 1), ids[1]: ("queued", 0)}
+    third = server_factory(tmp_path / "data", **settings).start()
+    assert _wait_for(lambda: attempts()[ids[0]] == ("running", 2))
+    third.kill()
+    assert attempts()[ids[1]] == ("queued", 0)
