@@ -29,3 +29,55 @@ async def test_without_redis_nothing_is_admitted_or_charged(api: Api) -> None:
     finally:
         service.slots = live
         await dead.aclose()
+
+
+@pytest.mark.parametrize("deployment", ["scale-out"], indirect=True)
+async def test_the_concurrency_limit_holds_when_redis_forgot_the_slots(api_factory) -> None:  # type: ignore[no-untyped-def]
+    """After a Redis restart its slot set is empty until the janitor refills it:
+    admission still counts the generations in progress in the database."""
+    api = await api_factory(builtin_latency_seconds=30, janitor_interval_seconds=60)
+    key = await api.account(credits=10, concurrency_limit=1)
+    first = await api.generate(key, prompt="holds the slot", mode="async")
+    assert first.status_code == 200
+    redis = api.services.redis
+    assert redis is not None
+    slots = api.services.generation.slots
+    assert slots is not None
+    assert await redis.delete(slots._account_key(key.account_id)) == 1  # as a restart would
+    refused = await api.generate(key, prompt="one too many", mode="async")
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["type"] == "concurrency_limit"
+    assert await api.balance(key) == 9
+    assert sorted(await states(api, key.account_id)) in (["queued"], ["running"])
+    # The refused one left no slot behind in Redis either.
+    assert await redis.zcard(slots._account_key(key.account_id)) == 0
+
+
+@pytest.mark.parametrize("deployment", ["scale-out"], indirect=True)
+async def test_a_stream_waiting_longer_than_redis_timeouts_keeps_its_progress(
+    api_factory, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    """With the default keep-alive (a 15 s blocking read), a stream queued behind
+    another generation for several seconds still follows Redis, not the database."""
+    import logging
+
+    from tests.conftest import parse_sse
+
+    api = await api_factory(
+        builtin_latency_seconds=6, stream_keepalive_seconds=15, worker_concurrency=1
+    )
+    first = await api.account(credits=10)
+    waiting = await api.account(credits=10)
+    assert (await api.generate(first, prompt="ahead", mode="async")).status_code == 200
+    with caplog.at_level(logging.WARNING, logger="bananastand"):
+        answer = await api.client.post(
+            "/api/v1/generate",
+            json={"prompt": "behind", "mode": "stream"},
+            headers=waiting.headers,
+            timeout=60,
+        )
+    events, _ = parse_sse(answer.text)
+    assert events[-1]["type"] == "complete"
+    rendering = [e for e in events if e["type"] == "status" and "Rendering" in e["message"]]
+    assert len(rendering) >= 3  # progress came through Redis while it ran
+    assert "following the database" not in caplog.text

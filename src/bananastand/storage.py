@@ -34,7 +34,8 @@ class Storage(Protocol):
 
 
 class LocalStorage:
-    """Files under one folder; writes are atomic (temp file + rename)."""
+    """Files under one folder; writes are atomic and durable (temp file, fsync,
+    rename)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -51,11 +52,21 @@ class LocalStorage:
         await anyio.to_thread.run_sync(self._put, key, data)
 
     def _put(self, key: str, data: bytes) -> None:
+        # Durable before the record that names it commits: written whole under a
+        # temporary name and flushed to disk, renamed, and the rename flushed too.
         target = self._file(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(tmp, target)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def path(self, key: str) -> Path | None:
         target = self._file(key)

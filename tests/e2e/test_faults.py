@@ -9,6 +9,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,7 @@ def started_rendering(stream: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_worker_killed_mid_generation_is_retried_by_another(deployment_factory: Any) -> None:  # noqa: F811
     # Slow enough that the doomed worker is still at it once the rescuer has started
     # (a worker process takes a few seconds to start on a busy machine).
-    deployment = deployment_factory(
-        apis=1, workers=1, builtin_latency_seconds=8, stream_keepalive_seconds=0.5
-    )
+    deployment = deployment_factory(apis=1, workers=1, builtin_latency_seconds=8)
     (api,) = deployment.apis
     key = deployment.demo_key
     assert key
@@ -201,7 +200,6 @@ def test_redis_restart_mid_generation(deployment_factory: Any, tmp_path: Path) -
             redis_url=redis_server.url,
             builtin_latency_seconds=6,
             builtin_steps=30,  # progress every 0.2 s: the outage surely hits some
-            stream_keepalive_seconds=0.5,
         )
         (api,) = deployment.apis
         (worker,) = deployment.workers
@@ -234,6 +232,15 @@ def test_redis_restart_mid_generation(deployment_factory: Any, tmp_path: Path) -
         redis_server.start()
         assert not redis_server.keys(slots)
         wait_for(lambda: requests.get(api.url("/readyz"), timeout=10).status_code == 200)
+        # Once it answers, every pooled connection does: the client retries a
+        # command that meets a dead connection on a fresh one.
+        with ThreadPoolExecutor(16) as pool:
+            ready = list(
+                pool.map(
+                    lambda _: requests.get(api.url("/readyz"), timeout=10).status_code, range(16)
+                )
+            )
+        assert ready == [200] * 16
 
         # The janitor restores the slots of the generations still running...
         wait_for(lambda: len(redis_server.keys(slots)) == 3, timeout=5)
@@ -242,6 +249,10 @@ def test_redis_restart_mid_generation(deployment_factory: Any, tmp_path: Path) -
             refused = generate(api, key, {"prompt": "still busy", "mode": "async"})
             assert refused.status_code == 429, refused.text
             assert refused.json()["type"] == "concurrency_limit"
+        # Others are admitted as usual: Redis is not "unavailable" any more.
+        newcomer = deployment.create_account(credits=10)
+        accepted = generate(api, newcomer, {"prompt": "right after the restart", "mode": "async"})
+        assert accepted.status_code == 200, accepted.text
 
         # ...and every generation ends settled, its client answered.
         for client in clients:

@@ -55,8 +55,7 @@ def cluster(
         request.getfixturevalue("pg_template"),
         apis=2,
         workers=2,
-        builtin_latency_seconds=LATENCY,
-        stream_keepalive_seconds=1,
+        builtin_latency_seconds=LATENCY,  # and the default keep-alive (15 s reads)
         **NO_FAULTS,
     )
     try:

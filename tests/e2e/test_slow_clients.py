@@ -89,6 +89,8 @@ def test_a_body_sent_a_byte_at_a_time_is_408_and_closed(server_factory: Any) -> 
         assert b'"type":"request_timeout"' in answer
         assert closed
     assert _credits(server) == before  # nothing was admitted or charged
+    reconciled = server.cli("admin", "reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     for sock in slow:
         sock.close()
     assert not any("Traceback" in line for line in server.output), "".join(server.output)
