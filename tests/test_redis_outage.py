@@ -1,4 +1,5 @@
-"""Scale-out without Redis at admission: a clear 503, nothing admitted or charged."""
+"""Redis trouble in scale-out: a clear 503 without it, the slot limit kept after a
+restart, long blocking reads that do not time out, one log line per outage."""
 
 from __future__ import annotations
 
@@ -81,3 +82,40 @@ async def test_a_stream_waiting_longer_than_redis_timeouts_keeps_its_progress(
     rendering = [e for e in events if e["type"] == "status" and "Rendering" in e["message"]]
     assert len(rendering) >= 3  # progress came through Redis while it ran
     assert "following the database" not in caplog.text
+
+
+async def test_an_outage_is_logged_once_not_every_janitor_round(
+    api_factory, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import logging
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from bananastand.janitor import Janitor
+
+    api = await api_factory(janitor_interval_seconds=0.01)
+    janitor = Janitor(api.services.generation, None, None)  # type: ignore[arg-type]
+    rounds = 0
+    healthy_after = 5
+
+    async def round_() -> dict[str, int]:
+        nonlocal rounds
+        rounds += 1
+        if rounds <= healthy_after:
+            raise RedisConnectionError("Connection refused")
+        return {}
+
+    janitor.round = round_  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="bananastand.janitor"):
+        task = asyncio.create_task(janitor.run_forever())
+        while rounds < healthy_after + 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    messages = [r.getMessage() for r in caplog.records if r.name == "bananastand.janitor"]
+    assert messages == [
+        "janitor round failed (ConnectionError); retrying each round",
+        "janitor rounds work again",
+    ]
+    assert not any(r.exc_info for r in caplog.records if r.name == "bananastand.janitor")

@@ -139,7 +139,7 @@ def lock_account(tx: Tx, account_id: str) -> Locked:
     return account
 
 
-MAX_CONCURRENCY_LIMIT = 10_000
+MAX_CONCURRENCY_LIMIT = 1_000_000
 
 
 def checked_limit(limit: int) -> int:

@@ -101,9 +101,9 @@ async def test_bad_admin_input_is_explained_and_changes_nothing(
         ("credits", {"direction": "bogus", "credits": "5", "reason": "x"}, "grant or to deduct"),
         ("recharge", {"money": "10.123", "credits": "5"}, "at most two decimals"),
         ("recharge", {"money": "1e9", "credits": "5"}, "Not a money amount"),
-        ("flags", {"concurrency_limit": "0"}, "from 1 to 10000"),
+        ("flags", {"concurrency_limit": "0"}, "from 1 to 1000000"),
         ("flags", {"concurrency_limit": "9" * 25}, "must be a whole number"),
-        ("flags", {"concurrency_limit": "10001"}, "from 1 to 10000"),
+        ("flags", {"concurrency_limit": "1000001"}, "from 1 to 1000000"),
         ("flags", {"concurrency_limit": "²"}, "must be a whole number"),
         ("credits", {"direction": "grant", "credits": "9" * 25, "reason": "x"}, "whole number"),
     ]
