@@ -58,6 +58,8 @@ def test_postgresql_schema_matches_the_models(pg_template: str) -> None:
 
 # --- 0006: balances kept beside the ledger ------------------------------------------
 _LEDGERS = {"a1": [100, -3, 1, -5], "a2": [7], "a3": []}
+# 0007: the slots each account holds, counted from its generations in progress.
+_GENERATIONS = [("a1", "queued"), ("a1", "running"), ("a1", "completed"), ("a2", "failed")]
 
 
 def _seed_before_balances(url: str) -> None:
@@ -90,6 +92,17 @@ def _seed_before_balances(url: str) -> None:
                     ),
                     {"account": account, "amount": amount},
                 )
+        for number, (account, state) in enumerate(_GENERATIONS):
+            connection.execute(
+                text(
+                    "INSERT INTO generations (id, account_id, prompt, model, mode, "
+                    "aspect_ratio, quantity, reference_urls, seed, attempts, state, unit_cost, "
+                    "credits_charged, credits_used, created_at) VALUES (:id, :account, 'x', "
+                    "'nano-banana', 'async', 'default', 1, '[]', 1, 0, :state, 1, 1, 1, "
+                    "CURRENT_TIMESTAMP)"
+                ),
+                {"id": f"g{number}", "account": account, "state": state},
+            )
     engine.dispose()
 
 
@@ -103,6 +116,8 @@ async def _assert_balances_moved(url: str) -> None:
     with engine.connect() as connection:
         balances = dict(connection.execute(text("SELECT id, balance FROM accounts")).all())
         assert balances == {a: sum(amounts) for a, amounts in _LEDGERS.items()}
+        slots = dict(connection.execute(text("SELECT id, active_generations FROM accounts")).all())
+        assert slots == {"a1": 2, "a2": 0, "a3": 0}
         for account, amounts in _LEDGERS.items():
             running = [
                 row[0]

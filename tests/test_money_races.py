@@ -9,8 +9,8 @@ import asyncio
 
 from sqlalchemy import select
 
-from bananastand.db.models import LedgerEntry
-from tests.conftest import BOTH_DEPLOYMENTS, Api
+from bananastand.db.models import Account, LedgerEntry
+from tests.conftest import BOTH_DEPLOYMENTS, Api, states
 
 pytestmark = BOTH_DEPLOYMENTS
 
@@ -43,7 +43,39 @@ async def assert_books_agree(api: Api, account_id: str) -> int:
         assert balance_after == running, entries
     assert await api.services.billing.balance(account_id) == running
     assert await api.services.billing.reconcile() == []
+    assert await slots_kept(api, account_id) == await slots_counted(api, account_id)
     return running
+
+
+async def slots_kept(api: Api, account_id: str) -> int:
+    return int(
+        await api.services.db.read(
+            lambda tx: tx.session.scalar(
+                select(Account.active_generations).where(Account.id == account_id)
+            )
+        )
+    )
+
+
+async def slots_counted(api: Api, account_id: str) -> int:
+    return len([s for s in await states(api, account_id) if s in ("queued", "running")])
+
+
+async def test_parallel_admissions_never_exceed_the_concurrency_limit(api_factory) -> None:  # type: ignore[no-untyped-def]
+    api = await api_factory(builtin_latency_seconds=0.5, async_queue_size=1000)
+    key = await api.account(credits=100, concurrency_limit=3)
+    answers = await asyncio.gather(
+        *[api.generate(key, prompt=f"slot race {i}", mode="async") for i in range(20)]
+    )
+    codes = [a.status_code for a in answers]
+    assert codes.count(200) == 3, codes
+    assert set(codes) == {200, 429}, codes
+    assert await slots_kept(api, key.account_id) == 3 == await slots_counted(api, key.account_id)
+    for answer in answers:
+        if answer.status_code == 200:
+            await api.wait_settled(key, answer.json()["generationId"])
+    assert await slots_kept(api, key.account_id) == 0
+    assert await assert_books_agree(api, key.account_id) == 97
 
 
 async def test_parallel_admissions_never_overdraw_the_balance(api_factory) -> None:  # type: ignore[no-untyped-def]

@@ -120,10 +120,11 @@ class Locked:
     id: str
     balance: int
     concurrency_limit: int | None
+    active_generations: int
 
 
 _LOCK = Query(
-    select(Account.id, Account.balance, Account.concurrency_limit)
+    select(Account.id, Account.balance, Account.concurrency_limit, Account.active_generations)
     .where(Account.id == bindparam("account_id"))
     .with_for_update(),
     into=Locked,

@@ -24,6 +24,7 @@ from bananastand.billing import add_entry, balance_in
 from bananastand.db import Database, Query, Tx
 from bananastand.db.models import (
     IN_PROGRESS_SQL,
+    Account,
     Generation,
     IdempotencyKey,
     StoredImage,
@@ -174,10 +175,11 @@ _ACTIVE = Query(
         Generation.account_id == bindparam("account_id"), IS_IN_PROGRESS
     )
 )
-# Counted within the partial index, without reading the rows: an account may have
-# many async generations waiting (each holds a slot until it ends).
-_ACTIVE_COUNT: Query[int] = Query(
-    select(func.count()).where(Generation.account_id == bindparam("account_id"), IS_IN_PROGRESS)
+# The slots an account holds, kept on its row (see `db.models.Account`).
+_SLOTS_TAKEN = Query(
+    update(Account)
+    .where(Account.id == bindparam("account_id"))
+    .values(active_generations=Account.active_generations + bindparam("change"))
 )
 _WAITING: Query[int] = Query(
     select(func.count(Generation.id)).where(IS_IN_PROGRESS, Generation.state == "queued")
@@ -382,7 +384,7 @@ class Generations:
                     f"the balance is {account.balance}"
                 )
             limit = account.concurrency_limit or default_limit
-            active = int(tx.scalar(_ACTIVE_COUNT, account_id=account.id) or 0)
+            active = account.active_generations
             if active >= limit:
                 eta = self._slot_eta(tx.all(_ACTIVE, account_id=account.id))
                 raise ConcurrencyLimitExceeded(limit=limit, active=active, retry_after=eta)
@@ -417,6 +419,7 @@ class Generations:
                 _INSERT,
                 **{column.key: getattr(record, column.key) for column in _GENERATION_COLUMNS},
             )
+            tx.run(_SLOTS_TAKEN, account_id=account.id, change=1)
             balance = add_entry(tx, account.id, -new.total_cost, "generation", generation_id=new.id)
             return record, balance
 
@@ -528,6 +531,7 @@ class Generations:
                 warning_message=warning_message,
                 finished_at=now,
             )
+            tx.run(_SLOTS_TAKEN, account_id=record.account_id, change=-1)
             stored = []
             for position, image in enumerate(images):
                 row = ImageRecord(

@@ -66,6 +66,10 @@ class Account(Base):
     # The sum of the account's ledger, changed in the same transaction as each entry
     # (`billing.add_entry`); what requests read. `admin reconcile` proves it.
     balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Its generations queued or running (the concurrency slots taken): one more at
+    # each admission, one less at each settlement, in their transactions; what
+    # admission reads instead of counting the account's backlog.
+    active_generations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Argon2 hash of the console password; None: the account cannot sign in.
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
