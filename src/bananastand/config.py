@@ -59,7 +59,10 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Time a client has to send a request's head."
     )
     body_timeout_seconds: float = Field(
-        60.0, gt=0, description="Time a client has to send a request's whole body (408 after)."
+        30.0,
+        gt=0,
+        description="Time a client has to send a request's body, plus a second per 16 KiB "
+        "received (a slow steady upload passes, a drip does not); 408 after.",
     )
     max_connections: int = Field(
         10_000,

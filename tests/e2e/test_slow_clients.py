@@ -96,6 +96,28 @@ def test_a_body_sent_a_byte_at_a_time_is_408_and_closed(server_factory: Any) -> 
     assert not any("Traceback" in line for line in server.output), "".join(server.output)
 
 
+def test_a_large_body_on_a_slow_but_steady_link_gets_through(server_factory: Any) -> None:
+    """Past the base timeout, every 16 KiB received buys another second."""
+    server = server_factory(body_timeout_seconds=1).start()
+    body = b'{"prompt": "' + b"a" * (96 * 1024) + b'"}'
+    head = (
+        "POST /api/v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {server.demo_key}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with _connect(server) as sock:
+        sock.sendall(head)
+        for offset in range(0, len(body), 16 * 1024):
+            sock.sendall(body[offset : offset + 16 * 1024])
+            time.sleep(0.4)  # pacing the upload (16 KiB per 0.4 s), not synchronising
+        status, answer, _closed = _answer(sock)
+    assert time.monotonic() - started > 2  # well past the 1 s base timeout
+    assert b"request_timeout" not in answer, answer[:300]
+    assert status.startswith(b"HTTP/1.1 "), status
+    assert status != b"HTTP/1.1 408 Request Timeout"
+
+
 def test_half_sent_request_heads_are_dropped_at_their_timeout(server_factory: Any) -> None:
     server = server_factory(header_timeout_seconds=1).start()
     stalled = [_connect(server) for _ in range(100)]

@@ -1,7 +1,9 @@
 """ASGI middleware that caps what requests may take: how many are worked on at
 once (503 beyond `max_requests`), a request's head (request line and headers,
 431), its body (413, by Content-Length and by counting what arrives) and the
-time its body may take to arrive (408, `body_timeout_seconds` from the head).
+time its body may take to arrive (408): `body_timeout_seconds` from the head, plus
+a second for every `BODY_BYTES_PER_SECOND` received, so a large upload on a slow
+but steady link gets through while a body dripped in a byte at a time does not.
 
 The HTTP server refuses far larger heads itself before buffering them, and heads
 that take too long (see `server`); this makes the configured limits exact.
@@ -16,6 +18,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BUSY_RETRY_AFTER = 1  # seconds: requests end all the time
+BODY_BYTES_PER_SECOND = 16 * 1024  # the slowest upload rate given extra time
 
 
 class RequestLimits:
@@ -61,7 +64,8 @@ class RequestLimits:
             return
         received = 0
         body_done = False
-        deadline = asyncio.get_running_loop().time() + self.body_timeout_seconds
+        loop = asyncio.get_running_loop()
+        started = loop.time()
 
         # Errors are raised as HTTPException: FastAPI passes those through body
         # parsing (anything else becomes its 400), and the error boundary renders
@@ -70,14 +74,15 @@ class RequestLimits:
             nonlocal received, body_done
             if body_done:  # afterwards the app only listens for a disconnect
                 return await receive()
+            deadline = started + self.body_timeout_seconds + received / BODY_BYTES_PER_SECOND
             try:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
                 raise HTTPException(
                     408,
-                    detail="The request body did not arrive within "
-                    f"{self.body_timeout_seconds:g} seconds",
+                    detail=f"The request body did not arrive in time ({received} bytes in "
+                    f"{loop.time() - started:.0f} seconds)",
                     headers={"Connection": "close"},
                 ) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
