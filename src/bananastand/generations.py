@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, func, insert, select, text, tuple_, update
+from sqlalchemy.orm import InstrumentedAttribute
 
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
@@ -714,31 +715,24 @@ class Generations:
 
     async def known_images(self, image_ids: Sequence[str]) -> set[str]:
         """Which of these ids have an image record (deleted or not)."""
-
-        def work(tx: Tx) -> set[str]:
-            known: set[str] = set()
-            for start in range(0, len(image_ids), 500):
-                chunk = list(image_ids[start : start + 500])
-                known.update(
-                    tx.session.scalars(select(StoredImage.id).where(StoredImage.id.in_(chunk)))
-                )
-            return known
-
-        return await self.db.read(work)
+        return await self._which(image_ids, StoredImage.id)
 
     async def live(self, generation_ids: Sequence[str]) -> set[str]:
         """Which of these generations are still queued or running."""
+        return await self._which(generation_ids, Generation.id, IS_IN_PROGRESS)
+
+    async def _which(
+        self, ids: Sequence[str], column: InstrumentedAttribute[str], *where: Any
+    ) -> set[str]:
+        """The ids among `ids` that `column` holds (in rows matching `where`), asked
+        in chunks that stay under every driver's parameter limit."""
 
         def work(tx: Tx) -> set[str]:
-            live: set[str] = set()
-            for start in range(0, len(generation_ids), 500):
-                chunk = list(generation_ids[start : start + 500])
-                live.update(
-                    tx.session.scalars(
-                        select(Generation.id).where(Generation.id.in_(chunk), IS_IN_PROGRESS)
-                    )
-                )
-            return live
+            found: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                found.update(tx.session.scalars(select(column).where(column.in_(chunk), *where)))
+            return found
 
         return await self.db.read(work)
 
