@@ -20,6 +20,7 @@ from bananastand.api import (
     health,
     images,
     openai_compat,
+    payments,
     schemas,
 )
 from bananastand.api.deps import current_caller
@@ -76,7 +77,7 @@ def create_app(
     app.router.routes.append(
         HotPaths([generate.router, catalog.router, credits.router, openai_compat.router])
     )
-    for module in (generate, catalog, credits, images, health, openai_compat):
+    for module in (generate, catalog, credits, images, health, openai_compat, payments):
         app.include_router(module.router)
     web.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -4,7 +4,12 @@ The account's `balance` column is kept beside it in that same transaction (it is
 what requests read: no sum over history); `reconcile` proves the two agree.
 
 Reasons: `recharge`, `grant`, `deduct`, `generation` (the charge at
-acceptance, negative) and `refund` (what was not produced, positive).
+acceptance, negative), `refund` (what was not produced, positive) and `reversal`
+(credits a refunded or disputed payment bought, taken back: negative).
+
+Money going back is a `Recharge` row with a negative amount (and the negative
+credits it took back), so the recharge total, the threshold's measure, is still
+a plain sum; the ledger stays the truth for credits.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import aliased
 
 from bananastand.db import Database, Query, Tx
-from bananastand.db.models import Account, Base, LedgerEntry, Recharge, utcnow
+from bananastand.db.models import Account, AuditEntry, Base, LedgerEntry, Recharge, utcnow
 from bananastand.errors import InsufficientCredits, InvalidRequest, NotFound
 
 # Bounds that keep every sum far inside a 64-bit integer column.
@@ -208,25 +214,9 @@ class Billing:
 
         def work(tx: Tx) -> Account:
             account = _lock(tx, account_id)
-            if account.balance + credits > MAX_BALANCE:
-                raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
-            tx.session.add(
-                Recharge(
-                    account_id=account.id,
-                    money_amount=amount,
-                    currency=currency,
-                    credits=credits,
-                    note=note,
-                    created_at=utcnow(),
-                )
+            self.record_recharge(
+                tx, account, money=amount, currency=currency, credits=credits, note=note
             )
-            tx.session.flush()
-            if credits:
-                add_entry(tx, account.id, credits, "recharge", note=f"{amount} {currency} {note}")
-            if not account.api_access and (
-                _recharged(tx, account.id, self.currency) >= self.threshold
-            ):
-                account.api_access = True
             if also is not None:
                 tx.session.add_all(also(account))
             tx.session.flush()
@@ -234,6 +224,65 @@ class Billing:
             return account
 
         return await self.db.write(work)
+
+    def record_recharge(
+        self, tx: Tx, account: Account, *, money: Decimal, currency: str, credits: int, note: str
+    ) -> Recharge:
+        """In the caller's transaction, holding the account's lock: the recharge row,
+        its ledger entry, and API access turned on when the total reaches the
+        threshold (remembered as automatic)."""
+        if account.balance + credits > MAX_BALANCE:
+            raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
+        recharge = Recharge(
+            account_id=account.id,
+            money_amount=money,
+            currency=currency,
+            credits=credits,
+            note=note,
+            created_at=utcnow(),
+        )
+        tx.session.add(recharge)
+        tx.session.flush()
+        if credits:
+            add_entry(tx, account.id, credits, "recharge", note=f"{money} {currency} {note}")
+        if not account.api_access and _recharged(tx, account.id, self.currency) >= self.threshold:
+            account.api_access = True
+            account.api_access_auto_at = utcnow()
+        return recharge
+
+    def record_reversal(
+        self, tx: Tx, account: Account, *, money: Decimal, currency: str, credits: int, note: str
+    ) -> Reversal:
+        """In the caller's transaction, holding the account's lock: money paid in went
+        back (a refund, a lost dispute). Takes back up to `credits`, never below a zero
+        balance (the rest is the shortfall), lowers the recharge total by `money`, and
+        turns API access off when the total falls under the threshold and access was
+        on only because it had reached it."""
+        taken = max(0, min(credits, account.balance))
+        tx.session.add(
+            Recharge(
+                account_id=account.id,
+                money_amount=-money,
+                currency=currency,
+                credits=-taken,
+                note=note,
+                created_at=utcnow(),
+            )
+        )
+        tx.session.flush()
+        if taken:
+            add_entry(tx, account.id, -taken, "reversal", note=f"-{money} {currency} {note}")
+        disabled = False
+        if (
+            account.api_access
+            and account.api_access_auto_at is not None
+            and _recharged(tx, account.id, self.currency) < self.threshold
+            and not _access_set_by_admin_since(tx, account.id, account.api_access_auto_at)
+        ):
+            account.api_access = False
+            account.api_access_auto_at = None
+            disabled = True
+        return Reversal(taken=taken, shortfall=credits - taken, api_access_disabled=disabled)
 
     async def grant(
         self, account_id: str, credits: int, *, reason: str, also: Also | None = None
@@ -271,6 +320,26 @@ class Billing:
             return new_balance
 
         return await self.db.write(work)
+
+
+@dataclass(frozen=True)
+class Reversal:
+    taken: int  # credits taken back
+    shortfall: int  # credits that had been spent already
+    api_access_disabled: bool
+
+
+def _access_set_by_admin_since(tx: Tx, account_id: str, since: datetime) -> bool:
+    """Whether an admin set the account's API access at or after `since` (its audit
+    entries say; an account has few of them)."""
+    entries = tx.session.scalars(
+        select(AuditEntry.details).where(
+            AuditEntry.account_id == account_id,
+            AuditEntry.action == "update",
+            AuditEntry.created_at >= since,
+        )
+    )
+    return any("api_access" in details for details in entries)
 
 
 def _recharged(tx: Tx, account_id: str, currency: str) -> Decimal:

@@ -9,12 +9,22 @@ the two drift apart.
 from __future__ import annotations
 
 import ipaddress
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CreditPackage(BaseModel):
+    """One package on sale: `price` in the Stripe currency buys `credits`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    price: Decimal = Field(gt=0, le=Decimal(10**9), decimal_places=2)
+    credits: int = Field(gt=0, le=10**12)
 
 
 class Settings(BaseSettings):
@@ -314,6 +324,46 @@ class Settings(BaseSettings):
         description="Of those, to any one URL at once (a hanging receiver holds no more).",
     )
 
+    # --- selling credits (Stripe) ------------------------------------------------------
+    stripe_secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Stripe secret key (`sk_live_…`, `sk_test_…` or a restricted `rk_…`); "
+        "enables the console's Recharge page. Empty: the console sells nothing.",
+    )
+    stripe_webhook_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signing secret (`whsec_…`) of the webhook endpoint registered at Stripe "
+        "for `/webhooks/stripe`; only events signed with it move credits.",
+    )
+    stripe_currency: str = Field(
+        "",
+        pattern="^([A-Za-z]{3})?$",
+        description="Currency the packages are priced in. Empty: `currency`. Only recharges "
+        "in `currency` count toward the API-access threshold.",
+    )
+    stripe_packages: list[CreditPackage] = Field(
+        default_factory=lambda: [
+            CreditPackage(price=Decimal(10), credits=100),
+            CreditPackage(price=Decimal(100), credits=1_100),
+            CreditPackage(price=Decimal(1000), credits=12_000),
+        ],
+        description="Packages on sale, money to credits: JSON such as "
+        '`[{"price": "10", "credits": 100}, {"price": "100", "credits": 1100}]`.',
+    )
+    stripe_payment_method_types: list[str] = Field(
+        default_factory=list,
+        description='Payment methods Checkout offers, e.g. `["card", "alipay", "wechat_pay"]`. '
+        "Empty: those turned on in the Stripe Dashboard.",
+    )
+    stripe_api_base: str = Field(
+        "",
+        description="Stripe API endpoint. Empty: `https://api.stripe.com` (set it for a test "
+        "double or a proxy).",
+    )
+    stripe_webhook_tolerance_seconds: int = Field(
+        300, ge=1, description="Oldest `Stripe-Signature` timestamp accepted (replays)."
+    )
+
     @field_validator("builtin_failure_rate")
     @classmethod
     def _rate(cls, value: float) -> float:
@@ -327,6 +377,14 @@ class Settings(BaseSettings):
         for cidr in value:
             ipaddress.ip_network(cidr, strict=False)
         return value
+
+    @field_validator("stripe_packages")
+    @classmethod
+    def _packages(cls, value: list[CreditPackage]) -> list[CreditPackage]:
+        prices = [package.price for package in value]
+        if len(set(prices)) != len(prices):
+            raise ValueError("two packages have the same price")
+        return sorted(value, key=lambda package: package.price)
 
     @field_validator("environment")
     @classmethod
@@ -353,6 +411,19 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def payments_enabled(self) -> bool:
+        """Self-serve recharge: a Stripe key, a webhook secret and something to sell."""
+        return bool(
+            self.stripe_secret_key.get_secret_value()
+            and self.stripe_webhook_secret.get_secret_value()
+            and self.stripe_packages
+        )
+
+    @property
+    def payment_currency(self) -> str:
+        return (self.stripe_currency or self.currency).upper()
 
     @property
     def scale_out(self) -> bool:

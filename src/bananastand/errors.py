@@ -2,7 +2,8 @@
 
     BananastandError                 500 internal_error
     ├── InvalidRequest               400 invalid_request
-    │   └── ModelUnavailable         400 model_unavailable
+    │   ├── ModelUnavailable         400 model_unavailable
+    │   └── InvalidSignature         400 invalid_signature
     ├── Unauthorized                 401 unauthorized
     ├── InsufficientCredits          402 insufficient_credits
     ├── Forbidden                    403 forbidden
@@ -16,6 +17,7 @@
     ├── ConcurrencyLimitExceeded     429 concurrency_limit
     ├── TooManyAttempts              429 too_many_attempts
     ├── GenerationFailed             502 generation_failed
+    ├── PaymentProviderError         502 payment_provider_error
     └── ServerBusy                   503 server_busy
 
 Every error carries a human `message`; `extra` adds fields to the body and
@@ -59,6 +61,11 @@ class InvalidRequest(BananastandError):
 class ModelUnavailable(InvalidRequest):
     type = "model_unavailable"
     default_message = "The selected model is not available on this server"
+
+
+class InvalidSignature(InvalidRequest):
+    type = "invalid_signature"
+    default_message = "The webhook's signature does not verify"
 
 
 class Unauthorized(BananastandError):
@@ -149,6 +156,12 @@ class GenerationFailed(BananastandError):
     status = 502
     type = "generation_failed"
     default_message = "Generation failed"
+
+
+class PaymentProviderError(BananastandError):
+    status = 502
+    type = "payment_provider_error"
+    default_message = "The payment provider could not be reached; nothing was charged"
 
 
 class ServerBusy(BananastandError):

@@ -5,6 +5,11 @@
 - `bananastand_provider_seconds{backend,model}`: time inside a backend
 - `bananastand_credits_total{kind}`: credits charged (at acceptance) and refunded
 - `bananastand_queue_depth`: async generations waiting (read at scrape time)
+- `bananastand_payments_total{outcome}`: self-serve payments by what became of them
+  (created, paid, processing, failed, expired, mismatch, refunded,
+  partially_refunded, disputed_lost, error)
+- `bananastand_stripe_events_total{outcome}`: Stripe webhook deliveries (applied,
+  duplicate, ignored, unknown, rejected)
 
 API processes serve them at `/metrics`; workers at `worker_metrics_port`.
 """
@@ -38,6 +43,10 @@ PROVIDER_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320),
 )
 CREDITS = Counter("bananastand_credits_total", "Credits charged and refunded", ["kind"])
+PAYMENTS = Counter("bananastand_payments_total", "Self-serve payments, by outcome", ["outcome"])
+STRIPE_EVENTS = Counter(
+    "bananastand_stripe_events_total", "Stripe webhook deliveries, by outcome", ["outcome"]
+)
 QUEUE_DEPTH = Gauge("bananastand_queue_depth", "Async generations waiting to run")
 
 

@@ -35,6 +35,7 @@ from bananastand.db import Database
 from bananastand.errors import Conflict
 from bananastand.generations import Generations
 from bananastand.limits import RedisSlots
+from bananastand.payments import Payments
 from bananastand.progress import ProgressBus
 from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import Provider, build_providers
@@ -81,6 +82,7 @@ class Services:
     console_auth: ConsoleAuth
     admin: Administration
     webhooks: Webhooks
+    payments: Payments
     redis: Redis | None = None
     janitor: Janitor | None = None
     demo_key: CreatedKey | None = None
@@ -162,6 +164,7 @@ class Services:
             console_auth=core.console_auth,
             admin=core.admin,
             webhooks=webhooks,
+            payments=Payments(db, core.billing, settings),
             catalog=catalog,
             entries=entries,
             providers=providers,
@@ -280,6 +283,7 @@ class Services:
             )
         await self.generation.fetcher.aclose()
         await self.webhooks.aclose()
+        await self.payments.aclose()
         for provider in self.providers.values():
             await provider.aclose()
         if self.redis is not None:

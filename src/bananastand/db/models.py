@@ -79,6 +79,10 @@ class Account(Base):
     # is a day old, so receivers can switch over without losing messages.
     webhook_previous_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
     webhook_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When a recharge crossing the threshold turned API access on by itself (None: it
+    # did not, or it was turned off since). A refund that takes the total back under
+    # the threshold turns access off again only if it was on by this alone.
+    api_access_auto_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ApiKey(Base):
@@ -122,6 +126,56 @@ class Recharge(Base):
     currency: Mapped[str] = mapped_column(String(8))
     credits: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Payment(Base):
+    """One self-serve purchase of credits through Stripe Checkout, from the session
+    made for it to the credits it bought, and any money that went back.
+
+    Amounts are integers in the currency's minor unit (fen, cents; yen as is).
+    status: pending (session open) -> processing (completed, a delayed method still
+    settling) -> paid -> partially_refunded | refunded | disputed_lost; or expired,
+    failed (a delayed method failed), mismatch (paid an amount or currency other
+    than the package's: nothing credited, for an admin to settle), error (no
+    session could be made)."""
+
+    __tablename__ = "payments"
+    __table_args__ = (Index("ix_payments_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    credits: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(24))
+    checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    checkout_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    charge_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    receipt_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The recharge (money in, credits bought) it recorded when paid.
+    recharge_id: Mapped[int | None] = mapped_column(ForeignKey("recharges.id"), nullable=True)
+    # Money gone back (cumulative, as Stripe reports it), and the credits that took back.
+    amount_refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    amount_disputed_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    credits_clawed_back: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Credits that should have gone back but had been spent (never below zero).
+    credits_shortfall: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class StripeEvent(Base):
+    """A Stripe event already acted on: a redelivery (same id) changes nothing."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # evt_…
+    type: Mapped[str] = mapped_column(String(64))
+    payment_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    outcome: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

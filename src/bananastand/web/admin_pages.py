@@ -64,6 +64,7 @@ async def _account_page(
         generations=await services.generation.generations.page(target.id, limit=20),
         audit=await services.admin.audit_log(account_id=target.id, limit=20),
         keys=await services.accounts.list_keys(target.id, include_revoked=True),
+        payments=await services.payments.for_account(target.id),
         currency=services.billing.currency,
         default_limit=services.settings.default_concurrency_limit,
         error=error,
