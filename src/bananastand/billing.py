@@ -231,7 +231,7 @@ class Billing:
         """In the caller's transaction, holding the account's lock: the recharge row,
         its ledger entry, and API access turned on when the total reaches the
         threshold (remembered as automatic)."""
-        if account.balance + credits > MAX_BALANCE:
+        if balance_in(tx, account.id) + credits > MAX_BALANCE:
             raise InvalidRequest(f"A balance cannot exceed {MAX_BALANCE} credits")
         recharge = Recharge(
             account_id=account.id,
@@ -258,7 +258,8 @@ class Billing:
         balance (the rest is the shortfall), lowers the recharge total by `money`, and
         turns API access off when the total falls under the threshold and access was
         on only because it had reached it."""
-        taken = max(0, min(credits, account.balance))
+        # (Read, not `account.balance`: entries earlier in this transaction changed it.)
+        taken = max(0, min(credits, balance_in(tx, account.id)))
         tx.session.add(
             Recharge(
                 account_id=account.id,

@@ -435,7 +435,7 @@ class Payments:
         except Exception as exc:
             log.warning("could not read the receipt of payment intent %s: %s", intent, _why(exc))
             return None
-        charge = found.get("latest_charge")
+        charge = found.to_dict().get("latest_charge")
         if charge is None or isinstance(charge, str):
             return Receipt(charge, None)
         return Receipt(_text(charge.get("id")), _text(charge.get("receipt_url")))
