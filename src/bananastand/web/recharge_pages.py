@@ -87,7 +87,7 @@ def _outcome(payment: Payment, *, cancelled: bool) -> tuple[str, str]:
     """(kind, sentence) of what became of the payment, for its page."""
     credits = f"{payment.credits:,}"
     if payment.status == "paid":
-        return "ok", f"Payment received, {credits} credits added."
+        return "notice", f"Payment received, {credits} credits added."
     if payment.status in CREDITED:
         taken = f"{payment.credits_clawed_back:,}"
         return "warning", f"Payment received, then {payment.status.replace('_', ' ')}: " + (
