@@ -13,7 +13,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bananastand.web import account_pages, admin_pages, generation_pages, playground_pages
+from bananastand.web import (
+    account_pages,
+    admin_pages,
+    generation_pages,
+    playground_pages,
+    usage_pages,
+)
 from bananastand.web.deps import CONSOLE_HEADERS, PREFIX, error_page
 
 __all__ = ["error_page", "install"]
@@ -58,7 +64,7 @@ def install(app: FastAPI) -> None:
         StaticFiles(directory=Path(__file__).parent / "static"),
         name="console-static",
     )
-    for module in (account_pages, generation_pages, playground_pages, admin_pages):
+    for module in (account_pages, generation_pages, playground_pages, admin_pages, usage_pages):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
