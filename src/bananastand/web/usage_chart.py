@@ -50,9 +50,9 @@ class Chart:
     last: date
 
     @property
-    def middle(self) -> str:
-        """The scale's middle line's value, as text."""
-        return f"{self.top / 2:g}"
+    def middle(self) -> int:
+        """The value at the scale's middle line."""
+        return self.top // 2
 
 
 def colours(models: list[str]) -> dict[str, str]:
@@ -60,10 +60,11 @@ def colours(models: list[str]) -> dict[str, str]:
 
 
 def nice_top(value: int) -> int:
-    """The smallest of 2, 5, 10, 20, 50, 100, … at or above `value`."""
+    """The smallest of 2, 4, 6, 8, 10, 20, 40, … at or above `value`: round, and
+    even, so the middle line is a whole number too."""
     top = 1
     while True:
-        for step in (2, 5, 10):
+        for step in (2, 4, 6, 8, 10):
             if top * step >= value:
                 return top * step
         top *= 10
