@@ -19,6 +19,7 @@ from bananastand.web import (
     generation_pages,
     playground_pages,
     recharge_pages,
+    usage_pages,
 )
 from bananastand.web.deps import CONSOLE_HEADERS, PREFIX, error_page
 
@@ -64,7 +65,15 @@ def install(app: FastAPI) -> None:
         StaticFiles(directory=Path(__file__).parent / "static"),
         name="console-static",
     )
-    for module in (account_pages, generation_pages, playground_pages, admin_pages, recharge_pages):
+    modules = (
+        account_pages,
+        generation_pages,
+        playground_pages,
+        usage_pages,
+        recharge_pages,
+        admin_pages,
+    )
+    for module in modules:
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

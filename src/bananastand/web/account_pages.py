@@ -10,7 +10,9 @@ from starlette.responses import Response
 
 from bananastand.accounts import CreatedKey, hash_key
 from bananastand.api.deps import ServicesDep
+from bananastand.db.models import ApiKey
 from bananastand.errors import BananastandError, InvalidRequest
+from bananastand.usage import PERIODS, Usage, period_start
 from bananastand.web.deps import (
     FORM_COOKIE,
     PREFIX,
@@ -29,6 +31,7 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 KEYS_PATH = f"{PREFIX}/settings/keys"
 NEW_KEY_COOKIE = "bananastand_new_key"
+KEY_STATS_DAYS = PERIODS[-1]  # each key's spend and images, over the Usage page's longest period
 
 NOTICES = {
     "signed-out": "You are signed out.",
@@ -147,7 +150,7 @@ async def dashboard(request: Request, services: ServicesDep, signed: SignedInDep
         request,
         "dashboard.html",
         balance=await services.billing.balance(account.id),
-        recharges=await services.billing.recharges(account.id),
+        activity=(await Usage(services.db).ledger_page(account.id, limit=5)).entries,
         recharged=recharged,
         threshold=services.billing.threshold,
         still_needed=max(services.billing.threshold - recharged, 0),
@@ -160,6 +163,12 @@ async def dashboard(request: Request, services: ServicesDep, signed: SignedInDep
 
 
 # --- Settings → API Keys ---------------------------------------------------------------
+def _listing_order(key: ApiKey) -> tuple[bool, float]:
+    """Live keys first (as created, oldest first), then revoked ones, latest revoked first."""
+    revoked = key.revoked_at
+    return (revoked is not None, -revoked.timestamp() if revoked else 0.0)
+
+
 async def _keys_page(
     request: Request,
     services: ServicesDep,
@@ -168,14 +177,19 @@ async def _keys_page(
     status_code: int = 200,
     **context: object,
 ) -> Response:
-    keys = await services.accounts.list_keys(signed.account.id)
+    account_id = signed.account.id
+    keys = await services.accounts.list_keys(account_id, include_revoked=True)
+    live = sum(1 for key in keys if key.revoked_at is None)
     return render(
         request,
         "keys.html",
         status_code=status_code,
-        keys=keys,
+        keys=sorted(keys, key=_listing_order),
+        stats=await Usage(services.db).key_stats(account_id, since=period_start(KEY_STATS_DAYS)),
+        stats_days=KEY_STATS_DAYS,
+        live=live,
         max_keys=services.accounts.max_keys,
-        full=len(keys) >= services.accounts.max_keys,
+        full=live >= services.accounts.max_keys,
         api_base=services.settings.base_url,
         **{"notice": NOTICES.get(request.query_params.get("done", "")), **context},
     )
