@@ -22,6 +22,10 @@ from typing import Any
 Event = dict[str, Any]
 Numbered = tuple[int, Event]  # (sequence number, event)
 FINAL_TYPES = frozenset({"complete", "error"})
+# `data` key of a status event that reports one image finished before the run ends
+# (id, extension, expiresAt, index): signed into a URL for the console, left out of
+# the API's stream (see `GenerationService.follow`).
+FINISHED_IMAGE = "finishedImage"
 _RETENTION_SECONDS = 60.0
 
 

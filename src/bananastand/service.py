@@ -18,7 +18,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from PIL import Image
@@ -43,9 +43,10 @@ from bananastand.ids import new_id
 from bananastand.jobs import Dispatcher, Runner
 from bananastand.limits import RedisSlots
 from bananastand.previews import without_preview
-from bananastand.progress import FINAL_TYPES, Event, Numbered, ProgressBus
+from bananastand.progress import FINAL_TYPES, FINISHED_IMAGE, Event, Numbered, ProgressBus
 from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import (
+    GeneratedImage,
     ImageRequest,
     Previews,
     Provider,
@@ -318,6 +319,7 @@ class GenerationService:
         idle_timeout: float,
         after: int | None = None,
         previews: bool = True,
+        finished_images: bool = False,
     ) -> AsyncIterator[Numbered | None]:
         """A generation's progress events, numbered `(seq, event)`, with the stream's
         guarantees: progress never goes down, and exactly one final event (`complete`
@@ -327,7 +329,11 @@ class GenerationService:
 
         `after` resumes a dropped stream (the client's `Last-Event-ID`): only events
         numbered above it come, and nothing at all once the client had the final one.
-        `previews=False` leaves previews (`data.previewImage`) out of status events."""
+        `previews=False` leaves previews (`data.previewImage`) out of status events.
+        `finished_images=True` (the console's playground) also passes the events that
+        report one image finished before the run ends, as `data.imageUrl` and
+        `data.imageIndex`; without it (the API) those events are left out, so the
+        API's stream is what the contract describes."""
         progress = 0
         last = after or 0  # the highest number this client has
         final_seq: int | None = None
@@ -354,6 +360,11 @@ class GenerationService:
                     continue
                 last = seq
                 event = {**event, "progress": progress}
+                finished = (event.get("data") or {}).get(FINISHED_IMAGE)
+                if finished is not None:
+                    if not finished_images:
+                        continue
+                    event = self._finished_image_event(event, finished)
                 yield seq, (event if previews else without_preview(event))
         except (OSError, RedisError):
             log.warning("progress of %s unavailable; following the database", generation_id)
@@ -374,6 +385,13 @@ class GenerationService:
         else:
             seq = AFTER_ANY_CHANNEL_EVENT if channel_failed else last + 1
         yield seq, final_event(record, balance, self.signer)
+
+    def _finished_image_event(self, event: Event, finished: dict[str, Any]) -> Event:
+        """A finished-image event with its image as a URL signed here."""
+        url = self.signer.url(
+            finished["id"], finished["extension"], datetime.fromisoformat(finished["expiresAt"])
+        )
+        return {**event, "data": {"imageUrl": url, "imageIndex": finished["index"]}}
 
     async def stream_delivered(self, generation_id: str, *, after: int) -> bool:
         """Whether a client whose last event is `after` has had the final event
@@ -409,6 +427,8 @@ class GenerationService:
             return
         settled = False
         images: list[ImageFile] = []
+        # Images a backend reported finished before returning: stored at once.
+        early: dict[int, tuple[GeneratedImage, ImageFile]] = {}
         started = time.monotonic()
         try:
             await self._publish(record.id, "status", "Processing...", 5)
@@ -418,7 +438,12 @@ class GenerationService:
             asked = self._previews(record) if wants_previews else None
 
             async def progress(
-                fraction: float, message: str, /, *, preview: Image.Image | None = None
+                fraction: float,
+                message: str,
+                /,
+                *,
+                preview: Image.Image | None = None,
+                image: GeneratedImage | None = None,
             ) -> None:
                 fraction = min(max(fraction, 0.0), 1.0)
                 event: Event = {
@@ -426,7 +451,19 @@ class GenerationService:
                     "message": message,
                     "progress": 5 + int(fraction * 85),
                 }
-                if preview is not None and asked is not None:
+                if image is not None:
+                    stored = await self._store(image.data)
+                    early[id(image)] = (image, stored)
+                    expires = utcnow() + timedelta(seconds=self.settings.image_ttl_seconds)
+                    event["data"] = {
+                        FINISHED_IMAGE: {
+                            "id": stored.id,
+                            "extension": stored.extension,
+                            "expiresAt": expires.isoformat(),
+                            "index": len(early) - 1,
+                        }
+                    }
+                elif preview is not None and asked is not None:
                     url = await self._preview_url(record.id, preview)
                     if url is not None:
                         event["data"] = {"previewImage": url}
@@ -457,7 +494,10 @@ class GenerationService:
             )
             if result.images:
                 await self._publish(record.id, "status", "Saving images...", 92)
-            images = [await self._store(image.data) for image in result.images]
+            images = [
+                early[id(image)][1] if id(image) in early else await self._store(image.data)
+                for image in result.images
+            ]
             error = "; ".join(result.errors) or None
             await self._settle(record.id, images=images, error=error, warning=result.safety_message)
             settled = True

@@ -215,7 +215,10 @@ async def event_stream(
     opening: bool = False,
     after: int | None = None,
     previews: bool = True,
+    finished_images: bool = False,
 ) -> AsyncIterator[bytes]:
+    """`finished_images=True`: the console's stream, which also says when each image
+    of a multi-image run is done (see `GenerationService.follow`); never the API's."""
     if opening:
         yield _sse(STARTING, 0 if ids else None)
     async for item in services.generation.follow(
@@ -223,6 +226,7 @@ async def event_stream(
         idle_timeout=services.settings.stream_keepalive_seconds,
         after=after,
         previews=previews,
+        finished_images=finished_images,
     ):
         if item is None:
             yield b": keep-alive\n\n"

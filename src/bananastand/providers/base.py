@@ -67,10 +67,19 @@ class ProviderResult:
 
 class Progress(Protocol):
     """`progress(fraction in 0..1, human message)`; with `request.previews` set, also
-    `preview=` an image of the work so far (any size: the caller shrinks it)."""
+    `preview=` an image of the work so far (any size: the caller shrinks it).
+    A backend making several images may report each as it is done, `image=` (the
+    same object it later returns in `ProviderResult.images`): it is stored at once
+    and shown to a watching console before the run ends."""
 
     def __call__(
-        self, fraction: float, message: str, /, *, preview: Image.Image | None = None
+        self,
+        fraction: float,
+        message: str,
+        /,
+        *,
+        preview: Image.Image | None = None,
+        image: GeneratedImage | None = None,
     ) -> Awaitable[None]: ...
 
 

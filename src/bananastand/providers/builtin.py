@@ -79,7 +79,11 @@ class BuiltinProvider:
             if random.Random(f"{seed}:{index}").random() < self.failure_rate:
                 errors.append(f"image {index + 1}: simulated renderer failure")
                 continue
-            images.append(GeneratedImage(data=data, mime_type="image/png"))
+            image = GeneratedImage(data=data, mime_type="image/png")
+            images.append(image)
+            if request.quantity > 1:  # each shows as soon as it is done
+                done = f"Image {index + 1} of {request.quantity} done"
+                await progress((index + 1) / request.quantity, done, image=image)
         if not images:
             raise ProviderError("The built-in renderer failed (simulated failure)")
         return ProviderResult(images=images, errors=errors)

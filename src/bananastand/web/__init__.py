@@ -30,7 +30,10 @@ _REPLACED = {name for name, _value in CONSOLE_HEADERS} | {b"cache-control"}
 
 
 class ConsoleHeaders:
-    """Security headers on every console response; pages are never cached."""
+    """Security headers on every console response; pages are never cached.
+
+    Static files keep their own Cache-Control, and so do event streams (the
+    playground's): theirs is the stream's own (`no-cache`, see `STREAM_HEADERS`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -44,13 +47,19 @@ class ConsoleHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                original = list(message.get("headers", []))
+                keep_cache = static or any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in original
+                )
                 headers = [
                     (name, value)
-                    for name, value in message.get("headers", [])
-                    if name.lower() not in _REPLACED or (static and name == b"cache-control")
+                    for name, value in original
+                    if name.lower() not in _REPLACED
+                    or (keep_cache and name.lower() == b"cache-control")
                 ]
                 headers.extend(CONSOLE_HEADERS)
-                if not static:
+                if not keep_cache:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
