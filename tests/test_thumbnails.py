@@ -44,7 +44,9 @@ async def test_a_stored_image_gets_a_small_thumbnail_served_under_its_url(api: A
         assert picture.size == (256, 256)
         assert picture.format == thumbnails.FORMAT
     # Cached as long as the image is valid, revalidated by its own tag.
-    assert thumb.headers["cache-control"] == full.headers["cache-control"]
+    ages = [int(r.headers["cache-control"].split("=")[1].split(",")[0]) for r in (full, thumb)]
+    assert abs(ages[0] - ages[1]) <= 1 and ages[0] > 14 * 86400
+    assert thumb.headers["cache-control"].endswith(", immutable")
     assert thumb.headers["etag"] != full.headers["etag"]
 
 
