@@ -9,6 +9,7 @@ the same generation changes nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections import OrderedDict
@@ -228,29 +229,77 @@ _INSERT_WEBHOOK = Query(
 )
 
 
+# Which generations each history filter's status means (`processing` is how
+# clients see the two in-progress states; `blocked`: ended by a safety verdict).
+STATUSES = ("processing", "completed", "failed", "blocked")
+_STATUS_WHERE: dict[str, Any] = {
+    "processing": IS_IN_PROGRESS,
+    "completed": and_(Generation.state == "completed", Generation.warning_message.is_(None)),
+    "failed": Generation.state == "failed",
+    "blocked": and_(Generation.state == "completed", Generation.warning_message.is_not(None)),
+}
+
+
+def history_status(record: GenerationRecord) -> str:
+    """How the console names a generation's state: `processing`, `completed`,
+    `failed`, or `blocked` (completed with a safety verdict instead of images)."""
+    if record.state in IN_PROGRESS:
+        return "processing"
+    if record.state == "completed" and record.warning_message is not None:
+        return "blocked"
+    return record.state
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """What a history page is narrowed to; every part optional."""
+
+    status: str | None = None  # one of STATUSES
+    model: str | None = None
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+
+
 # The history page, newest first, by keyset on (created_at, id): one range of the
 # (account_id, created_at, id) index, joined with the page's images in one statement.
-def _history_page(*, before: bool) -> Query[tuple[Any, ...]]:
+# A date filter narrows that range; status and model are checked on the rows the
+# range walks, so a page costs at most the rows between its two ends.
+@functools.cache
+def _history_page(
+    *,
+    before: bool,
+    status: str | None = None,
+    model: bool = False,
+    since: bool = False,
+    until: bool = False,
+) -> Query[tuple[Any, ...]]:
+    created_at = Generation.created_at
     newest = select(Generation.id).where(Generation.account_id == bindparam("account_id"))
     if before:
         newest = newest.where(
-            tuple_(Generation.created_at, Generation.id)
-            < tuple_(bindparam("created_at", type_=Generation.created_at.type), bindparam("id"))
+            tuple_(created_at, Generation.id)
+            < tuple_(bindparam("created_at", type_=created_at.type), bindparam("id"))
         )
+    if since:
+        newest = newest.where(created_at >= bindparam("since", type_=created_at.type))
+    if until:
+        newest = newest.where(created_at < bindparam("until", type_=created_at.type))
+    if status is not None:
+        newest = newest.where(_STATUS_WHERE[status])
+    if model:
+        newest = newest.where(Generation.model == bindparam("model"))
     page = (
-        newest.order_by(Generation.created_at.desc(), Generation.id.desc())
+        newest.order_by(created_at.desc(), Generation.id.desc())
         .limit(bindparam("limit"))
         .subquery()
     )
     return Query(
         _WITH_IMAGES.join(page, page.c.id == Generation.id).order_by(
-            Generation.created_at.desc(), Generation.id.desc(), StoredImage.position
+            created_at.desc(), Generation.id.desc(), StoredImage.position
         )
     )
 
 
-_PAGE = _history_page(before=False)
-_PAGE_BEFORE = _history_page(before=True)
 _ANCHOR = Query(
     select(Generation.created_at, Generation.id).where(
         Generation.id == bindparam("generation_id"),
@@ -611,24 +660,37 @@ class Generations:
         return records[0], balance
 
     async def page(
-        self, account_id: str, *, limit: int, before: str | None = None
+        self,
+        account_id: str,
+        *,
+        limit: int,
+        before: str | None = None,
+        filters: HistoryFilter | None = None,
     ) -> list[GenerationRecord]:
-        """The account's generations, newest first, older than the one with id `before`."""
+        """The account's generations, newest first, older than the one with id
+        `before`, narrowed to those matching `filters`."""
+        wanted = filters or HistoryFilter()
+        if wanted.status is not None and wanted.status not in STATUSES:
+            raise ValueError(f"unknown status {wanted.status!r}")
+        params: dict[str, Any] = {"account_id": account_id, "limit": limit}
+        for name in ("model", "since", "until"):
+            if getattr(wanted, name) is not None:
+                params[name] = getattr(wanted, name)
+        query = _history_page(
+            before=bool(before),
+            status=wanted.status,
+            model="model" in params,
+            since="since" in params,
+            until="until" in params,
+        )
 
         def work(tx: Tx) -> list[tuple[Any, ...]]:
-            if not before:
-                return tx.all(_PAGE, account_id=account_id, limit=limit)
-            anchor = tx.one(_ANCHOR, generation_id=before, account_id=account_id)
-            if anchor is None:
-                raise NotFound("Unknown cursor: no such generation")
-            created_at, anchor_id = anchor
-            return tx.all(
-                _PAGE_BEFORE,
-                account_id=account_id,
-                created_at=created_at,
-                id=anchor_id,
-                limit=limit,
-            )
+            if before:
+                anchor = tx.one(_ANCHOR, generation_id=before, account_id=account_id)
+                if anchor is None:
+                    raise NotFound("Unknown cursor: no such generation")
+                params["created_at"], params["id"] = anchor
+            return tx.all(query, **params)
 
         return _with_images(await self.db.read(work))
 

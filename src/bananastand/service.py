@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 from redis.exceptions import RedisError
 
-from bananastand import metrics, previews
+from bananastand import metrics, previews, thumbnails
 from bananastand.accounts import Caller
 from bananastand.catalog import Catalog
 from bananastand.config import Settings
@@ -54,7 +54,14 @@ from bananastand.providers import (
     ReferenceImage,
 )
 from bananastand.references import ReferenceFetcher
-from bananastand.storage import EXTENSIONS, LocalStorage, UrlSigner, image_key, key_image_id
+from bananastand.storage import (
+    EXTENSIONS,
+    LocalStorage,
+    UrlSigner,
+    image_key,
+    key_image_id,
+    thumb_key,
+)
 from bananastand.validation import (
     GenerateParams,
     Prepared,
@@ -606,7 +613,16 @@ class GenerationService:
         extension = EXTENSIONS.get(mime, "png")
         image_id = secrets.token_urlsafe(18)
         await self.storage.put(image_key(image_id, extension), data)
+        await self._store_thumbnail(image_id, data)
         return ImageFile(image_id, extension, mime, width, height, len(data))
+
+    async def _store_thumbnail(self, image_id: str, data: bytes) -> None:
+        """The console's small rendition, beside the image. One that cannot be made
+        now is made when first asked for (`api.images`): never a failed generation."""
+        try:
+            await self.storage.put(thumb_key(image_id), await thumbnails.make_async(data))
+        except Exception:
+            log.warning("image %s: no thumbnail made now", image_id, exc_info=True)
 
     # --- references kept for queued jobs ------------------------------------
     async def _save_references(self, generation_id: str, refs: tuple[ReferenceImage, ...]) -> None:
@@ -700,6 +716,7 @@ class GenerationService:
         expired = await self.generations.expired_images()
         for image in expired:
             await self.storage.delete(image_key(image.id, image.extension))
+            await self.storage.delete(thumb_key(image.id))
         await self.generations.mark_deleted([image.id for image in expired])
         orphans = 0
         if time.monotonic() - self._orphans_swept_at > ORPHAN_SWEEP_EVERY:

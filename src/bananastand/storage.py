@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from bananastand import thumbnails
 from bananastand.errors import Gone, NotFound
 
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
@@ -96,8 +97,15 @@ def image_key(image_id: str, extension: str) -> str:
     return f"images/{image_id[:2]}/{image_id}.{extension}"
 
 
+def thumb_key(image_id: str) -> str:
+    """An image's thumbnail (see `thumbnails`), next to it: the orphan sweep reads
+    its image id like the image's own."""
+    return f"images/{image_id[:2]}/{image_id}.thumb.{thumbnails.EXTENSION}"
+
+
 def key_image_id(key: str) -> str:
-    """The image id in an `image_key` (a temporary file's name gives no known id)."""
+    """The image id in an `image_key` or `thumb_key` (a temporary file's name gives
+    no known id)."""
     return key.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
