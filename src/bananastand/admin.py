@@ -18,7 +18,10 @@ from bananastand.db import Database, Tx
 from bananastand.db.models import Account, AuditEntry, utcnow
 
 
-def _entry(actor: str, action: str, account_id: str | None, details: dict[str, Any]) -> AuditEntry:
+def audit_entry(
+    actor: str, action: str, account_id: str | None, details: dict[str, Any]
+) -> AuditEntry:
+    """One audit row, to add in the transaction of the change it records."""
     return AuditEntry(
         actor=actor, action=action, account_id=account_id, details=details, created_at=utcnow()
     )
@@ -35,7 +38,9 @@ class Administration:
 
     async def record(self, actor: str, action: str, account_id: str | None, **details: Any) -> None:
         """Write one audit entry (for actions made elsewhere, e.g. a key the CLI made)."""
-        await self.db.write(lambda tx: tx.session.add(_entry(actor, action, account_id, details)))
+        await self.db.write(
+            lambda tx: tx.session.add(audit_entry(actor, action, account_id, details))
+        )
 
     async def recharge(
         self,
@@ -58,7 +63,7 @@ class Administration:
             amount = Decimal(str(money).strip()).quantize(Decimal("0.01"))  # as recorded
             enabled = account.api_access and not target.api_access
             details_now = {"money": str(amount), **details, "api_access_enabled": enabled}
-            return [_entry(actor, "recharge", account.id, details_now)]
+            return [audit_entry(actor, "recharge", account.id, details_now)]
 
         return await self.billing.recharge(
             target.id, money=money, credits=credits, currency=currency, note=note, also=audit
@@ -70,7 +75,7 @@ class Administration:
         details = {"credits": credits, "reason": reason}
 
         def audit(account: Account) -> list[AuditEntry]:
-            return [_entry(actor, action, account.id, details)]
+            return [audit_entry(actor, action, account.id, details)]
 
         if credits >= 0:
             return await self.billing.grant(account_id, credits, reason=reason, also=audit)
@@ -101,7 +106,7 @@ class Administration:
             changes["concurrency_limit"] = "default"
 
         def audit(account: Account) -> list[AuditEntry]:
-            return [_entry(actor, "update", account.id, changes)]
+            return [audit_entry(actor, "update", account.id, changes)]
 
         return await self.accounts.update(
             account_id,
