@@ -193,6 +193,17 @@ def insert_account(
     return account
 
 
+ACCOUNT_SORTS = ("created", "email", "balance")
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    """Accounts in the order asked for, and the cursor of the next page (None: last)."""
+
+    rows: list[Account]
+    next_after: str | None
+
+
 class Accounts:
     def __init__(self, db: Database, *, max_keys: int) -> None:
         self.db = db
@@ -248,6 +259,38 @@ class Accounts:
             if search:
                 query = query.where(Account.email.contains(search.lower()))
             return list(tx.session.scalars(query))
+
+        return await self.db.read(work)
+
+    async def page(
+        self, *, search: str = "", sort: str = "created", after: str = "", limit: int = 50
+    ) -> AccountPage:
+        """One page of accounts by keyset (no OFFSET): `sort` is `created` (newest
+        first), `email` (A to Z) or `balance` (largest first), ties broken by id;
+        `after` is the id of the previous page's last account."""
+        if sort not in ACCOUNT_SORTS:
+            raise InvalidRequest(f"Sort by one of: {', '.join(ACCOUNT_SORTS)}")
+
+        def work(tx: Tx) -> AccountPage:
+            query = select(Account)
+            if search:
+                query = query.where(Account.email.contains(search.strip().lower(), autoescape=True))
+            last = tx.session.get(Account, after) if after else None
+            if sort == "email":
+                query = query.order_by(Account.email)
+                if last is not None:
+                    query = query.where(Account.email > last.email)
+            else:
+                column = Account.created_at if sort == "created" else Account.balance
+                query = query.order_by(column.desc(), Account.id.desc())
+                if last is not None:
+                    mark = last.created_at if sort == "created" else last.balance
+                    query = query.where(
+                        (column < mark) | ((column == mark) & (Account.id < last.id))
+                    )
+            rows = list(tx.session.scalars(query.limit(limit + 1)))
+            more = len(rows) > limit
+            return AccountPage(rows[:limit], rows[limit - 1].id if more else None)
 
         return await self.db.read(work)
 
