@@ -135,7 +135,7 @@ def test_operator_actions_are_audited_and_a_password_opens_the_console(  # type:
                 ("cli", "update"),
                 ("cli", "set_password"),
             ]
-            assert log[1].details == {"concurrency_limit": 3}
+            assert log[1].details == {"concurrency_limit": 3, "was": {"concurrency_limit": None}}
             assert log[-2].details["note"] == "invoice 7"
             token, signed = await services.console_auth.sign_in(
                 email="ops@example.com", password="a long password", ip="127.0.0.1"

@@ -152,6 +152,58 @@ def checked_limit(limit: int) -> int:
     return limit
 
 
+def checked_email(email: str) -> str:
+    """The address as stored (trimmed, lower case), or a clear error."""
+    email = email.strip().lower()
+    if len(email) > 320 or not _EMAIL_SHAPE.match(email) or "\x00" in email:
+        raise InvalidRequest(f"Not an email address: {email[:80]!r}")
+    return email
+
+
+def insert_account(
+    tx: Tx,
+    *,
+    email: str,
+    display_name: str = "",
+    api_access: bool = False,
+    is_pro: bool = False,
+    is_admin: bool = False,
+    concurrency_limit: int | None = None,
+    password_hash: str | None = None,
+) -> Account:
+    """Add a new account (an email from `checked_email`) in the caller's transaction;
+    `Conflict` when the email is taken (an `IntegrityError` at commit when another
+    transaction took it meanwhile)."""
+    if tx.session.scalar(select(Account.id).where(Account.email == email)):
+        raise Conflict(f"An account with email {email} already exists")
+    account = Account(
+        id=new_id(),
+        email=email,
+        display_name=display_name,
+        api_access=api_access,
+        is_pro=is_pro,
+        is_admin=is_admin,
+        concurrency_limit=concurrency_limit,
+        balance=0,
+        created_at=utcnow(),
+        password_hash=password_hash,
+    )
+    tx.session.add(account)
+    tx.session.flush()
+    return account
+
+
+ACCOUNT_SORTS = ("created", "email", "balance")
+
+
+@dataclass(frozen=True)
+class AccountPage:
+    """Accounts in the order asked for, and the cursor of the next page (None: last)."""
+
+    rows: list[Account]
+    next_after: str | None
+
+
 class Accounts:
     def __init__(self, db: Database, *, max_keys: int) -> None:
         self.db = db
@@ -168,28 +220,20 @@ class Accounts:
         is_admin: bool = False,
         concurrency_limit: int | None = None,
     ) -> Account:
-        email = email.strip().lower()
-        if len(email) > 320 or not _EMAIL_SHAPE.match(email) or "\x00" in email:
-            raise InvalidRequest(f"Not an email address: {email[:80]!r}")
+        email = checked_email(email)
         if concurrency_limit is not None:
             checked_limit(concurrency_limit)
 
         def work(tx: Tx) -> Account:
-            if tx.session.scalar(select(Account.id).where(Account.email == email)):
-                raise Conflict(f"An account with email {email} already exists")
-            account = Account(
-                id=new_id(),
+            return insert_account(
+                tx,
                 email=email,
                 display_name=display_name,
                 api_access=api_access,
                 is_pro=is_pro,
                 is_admin=is_admin,
                 concurrency_limit=concurrency_limit,
-                balance=0,
-                created_at=utcnow(),
             )
-            tx.session.add(account)
-            return account
 
         try:
             return await self.db.write(work)
@@ -215,6 +259,38 @@ class Accounts:
             if search:
                 query = query.where(Account.email.contains(search.lower()))
             return list(tx.session.scalars(query))
+
+        return await self.db.read(work)
+
+    async def page(
+        self, *, search: str = "", sort: str = "created", after: str = "", limit: int = 50
+    ) -> AccountPage:
+        """One page of accounts by keyset (no OFFSET): `sort` is `created` (newest
+        first), `email` (A to Z) or `balance` (largest first), ties broken by id;
+        `after` is the id of the previous page's last account."""
+        if sort not in ACCOUNT_SORTS:
+            raise InvalidRequest(f"Sort by one of: {', '.join(ACCOUNT_SORTS)}")
+
+        def work(tx: Tx) -> AccountPage:
+            query = select(Account)
+            if search:
+                query = query.where(Account.email.contains(search.strip().lower(), autoescape=True))
+            last = tx.session.get(Account, after) if after else None
+            if sort == "email":
+                query = query.order_by(Account.email)
+                if last is not None:
+                    query = query.where(Account.email > last.email)
+            else:
+                column = Account.created_at if sort == "created" else Account.balance
+                query = query.order_by(column.desc(), Account.id.desc())
+                if last is not None:
+                    mark = last.created_at if sort == "created" else last.balance
+                    query = query.where(
+                        (column < mark) | ((column == mark) & (Account.id < last.id))
+                    )
+            rows = list(tx.session.scalars(query.limit(limit + 1)))
+            more = len(rows) > limit
+            return AccountPage(rows[:limit], rows[limit - 1].id if more else None)
 
         return await self.db.read(work)
 

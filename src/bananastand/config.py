@@ -281,6 +281,16 @@ class Settings(BaseSettings):
         description="While no admin exists, print an admin setup code at start; signing up "
         "with it makes an admin.",
     )
+    admin_starting_credits: int = Field(
+        100,
+        ge=0,
+        le=1_000_000_000_000,  # billing's largest single change
+        description="Credits granted (in the ledger and the audit log) to the first admin, "
+        "made with the admin setup code, who also gets API access at once. 0: none.",
+    )
+    console_admin_page_size: int = Field(
+        50, ge=1, le=1000, description="Rows a page of the admin accounts list and audit log."
+    )
     console_session_hours: float = Field(
         168.0, gt=0, description="How long a console sign-in lasts, in hours."
     )

@@ -7,7 +7,10 @@ the database does not sign anyone in. Each session has its own CSRF token.
 
 The first admin: while no account is an admin, signing up with the *admin setup
 code* (derived from the server's secret and printed on its console at start,
-never logged) makes one. Whoever can read the server's console is the operator.
+never logged) makes one. Whoever can read the server's console is the operator,
+so that account can use the API at once: API access on, and a starting grant
+(`admin_starting_credits`) in the ledger, with its audit entry, in the same
+transaction that makes the account.
 """
 
 from __future__ import annotations
@@ -22,16 +25,22 @@ from datetime import timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
-from bananastand.accounts import Accounts
+from bananastand.accounts import Accounts, checked_email, insert_account
+from bananastand.admin import audit_entry
+from bananastand.billing import add_entry
 from bananastand.db import Database, Tx
 from bananastand.db.models import Account, ConsoleSession, LoginAttempt, utcnow
-from bananastand.errors import Forbidden, InvalidRequest, TooManyAttempts, Unauthorized
+from bananastand.errors import Conflict, Forbidden, InvalidRequest, TooManyAttempts, Unauthorized
 
 MIN_PASSWORD = 8
 SIGNUP = "(sign-up)"  # the `email` of the attempts that count sign-ups
 MAX_PASSWORD = 256
 _ATTEMPTS_LOCK = 0x62616E62  # PostgreSQL advisory lock: sign-in attempts, one at a time
+_ADMIN_LOCK = 0x62616E61  # PostgreSQL advisory lock: sign-ups with the admin setup code
+_HAS_ADMIN = "This server has an admin already: leave the code empty"
+STARTING_GRANT_NOTE = "starting credits of the first admin (setup code)"
 
 
 def _digest(token: str) -> str:
@@ -58,6 +67,7 @@ class ConsoleAuth:
         window_seconds: float,
         signup_open: bool,
         setup_code: str | None,
+        starting_credits: int = 0,
     ) -> None:
         self.db = db
         self.accounts = accounts
@@ -66,6 +76,7 @@ class ConsoleAuth:
         self.window_seconds = window_seconds
         self.signup_open = signup_open
         self.setup_code = setup_code
+        self.starting_credits = starting_credits  # granted to the first admin
         self._hasher = PasswordHasher()
         # Each Argon2 run takes 64 MiB and a core for a while: a few at a time.
         self._hashing = asyncio.Semaphore(2)
@@ -155,18 +166,47 @@ class ConsoleAuth:
                 setup_code.strip().upper().encode(), self.setup_code.encode()
             ):
                 raise InvalidRequest("That admin setup code is not right")
-            if await self._any_admin():
-                raise InvalidRequest("This server has an admin already: leave the code empty")
+            if await self._any_admin():  # (checked again, serialised, below)
+                raise InvalidRequest(_HAS_ADMIN)
             make_admin = True
+        email = checked_email(email)
         hashed = await self.hash_password(password, email=email)
-        account = await self.accounts.create(
-            email=email, display_name=display_name.strip()[:200], is_admin=make_admin
-        )
-        await self.db.write(
-            lambda tx: tx.session.execute(
-                update(Account).where(Account.id == account.id).values(password_hash=hashed)
+        credits = self.starting_credits if make_admin else 0
+
+        def work(tx: Tx) -> Account:
+            if make_admin:
+                # One admin, even when two sign-ups race with the code: the check and
+                # the insert hold a lock every such sign-up takes (SQLite's writers
+                # go one at a time already).
+                if tx.dialect.name == "postgresql":
+                    tx.session.execute(text(f"SELECT pg_advisory_xact_lock({_ADMIN_LOCK})"))
+                if tx.session.scalar(select(Account.id).where(Account.is_admin).limit(1)):
+                    raise InvalidRequest(_HAS_ADMIN)
+            account = insert_account(
+                tx,
+                email=email,
+                display_name=display_name.strip()[:200],
+                is_admin=make_admin,
+                api_access=make_admin,  # the operator can use the API at once
+                password_hash=hashed,
             )
-        )
+            if make_admin:
+                if credits:
+                    add_entry(tx, account.id, credits, "grant", note=STARTING_GRANT_NOTE)
+                tx.session.add(
+                    audit_entry(
+                        "setup",
+                        "first_admin",
+                        account.id,
+                        {"is_admin": True, "api_access": True, "credits": credits},
+                    )
+                )
+            return account
+
+        try:
+            account = await self.db.write(work)
+        except IntegrityError:  # another sign-up took the email between check and insert
+            raise Conflict(f"An account with email {email} already exists") from None
         return await self.accounts.get(account.id)
 
     async def _any_admin(self) -> bool:

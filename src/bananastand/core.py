@@ -53,6 +53,7 @@ class Core:
                 setup_code=admin_setup_code(secret)
                 if settings.console_first_account_admin
                 else None,
+                starting_credits=settings.admin_starting_credits,
             ),
             secret=secret,
         )

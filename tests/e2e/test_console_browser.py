@@ -135,7 +135,7 @@ def test_a_new_user_from_sign_up_to_a_revoked_key(chromium: Any, server_factory:
     admin_page.get_by_role("link", name="Audit log").click()
     audit = admin_page.locator("tbody tr").first.inner_text()
     assert "operator@example.test" in audit and "recharge" in audit
-    assert "api_access_enabled=True" in audit
+    assert "API access: off → on" in audit
     shot(admin_page, "06-admin-audit-log")
     status, body = api_status(server, key)
     assert (status, body["data"]["credits"]) == (200, 100)

@@ -6,7 +6,7 @@ go to the server log only, once each. A database that cannot be reached is a 503
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -76,17 +76,19 @@ def _describe(errors: list[dict]) -> str:  # type: ignore[type-arg]
 
 
 # Renders an error as a page for requests a browser made to the console; None: JSON.
-PageRenderer = Callable[[Request, BananastandError], Response | None]
+# (Async: a page with no route behind it, a 404, looks up who is signed in.)
+PageRenderer = Callable[[Request, BananastandError], Awaitable[Response | None]]
+Respond = Callable[[Request, BananastandError], Awaitable[Response]]
 
 
 def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
-    def respond(request: Request, exc: BananastandError) -> Response:
-        page = pages(request, exc) if pages is not None else None
+    async def respond(request: Request, exc: BananastandError) -> Response:
+        page = await pages(request, exc) if pages is not None else None
         return page if page is not None else error_response(exc)
 
     @app.exception_handler(BananastandError)
     async def _domain(request: Request, exc: BananastandError) -> Response:
-        return respond(request, exc)
+        return await respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -102,14 +104,14 @@ def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
         )
         error.status = exc.status_code  # type: ignore[misc]
         error.type = _HTTP_TYPES.get(exc.status_code, "error")  # type: ignore[misc]
-        return respond(request, error)
+        return await respond(request, error)
 
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> Response:
         # The database refused a value the client sent (PostgreSQL: text with NUL
         # characters, or too long for its column). Not the server's fault.
         log.info("refused an unstorable value on %s %s", request.method, request.url.path)
-        return respond(
+        return await respond(
             request,
             InvalidRequest(
                 "A value in the request cannot be stored: text must not contain NUL "
@@ -129,7 +131,7 @@ def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
             type(cause).__name__,
             first_line,
         )
-        return respond(request, database_down())
+        return await respond(request, database_down())
 
     # Anything else: not through Starlette's catch-all handler, which logs the
     # traceback and then re-raises it for the server to log again.
@@ -145,7 +147,7 @@ class ErrorBoundary:
     nothing (and is no error); anything else is logged once, with its traceback,
     and answered 500 `internal_error` when no answer has begun."""
 
-    def __init__(self, app: ASGIApp, respond: Callable[[Request, BananastandError], Response]):
+    def __init__(self, app: ASGIApp, respond: Respond):
         self.app = app
         self.respond = respond
 
@@ -168,4 +170,5 @@ class ErrorBoundary:
             log.exception("internal error on %s %s", scope["method"], scope["path"])
             if not started:
                 request = Request(scope, receive)
-                await self.respond(request, BananastandError())(scope, receive, send)
+                answer = await self.respond(request, BananastandError())
+                await answer(scope, receive, send)

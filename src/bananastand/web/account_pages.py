@@ -6,11 +6,12 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request
+from sqlalchemy import exists, select
 from starlette.responses import Response
 
 from bananastand.accounts import CreatedKey, hash_key
 from bananastand.api.deps import ServicesDep
-from bananastand.db.models import ApiKey
+from bananastand.db.models import Account, ApiKey, Generation
 from bananastand.errors import BananastandError, InvalidRequest
 from bananastand.usage import PERIODS, Usage, period_start
 from bananastand.web.deps import (
@@ -159,7 +160,17 @@ async def dashboard(request: Request, services: ServicesDep, signed: SignedInDep
         default_limit=account.concurrency_limit is None,
         keys=len(await services.accounts.list_keys(account.id)),
         notice=NOTICES.get(request.query_params.get("done", "")),
+        **await _get_started(services, account),
     )
+
+
+async def _get_started(services: ServicesDep, account: Account) -> dict[str, object]:
+    """The dashboard's "Get started" box: shown until the account's first generation
+    (one indexed EXISTS, not a count of its history)."""
+    generated = await services.db.read(
+        lambda tx: tx.session.scalar(select(exists().where(Generation.account_id == account.id)))
+    )
+    return {"get_started": not generated, "base_url": services.settings.base_url}
 
 
 # --- Settings → API Keys ---------------------------------------------------------------

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 
@@ -61,7 +62,18 @@ def _time_left(expires_at: datetime) -> str:
 
 
 templates.env.filters["time_left"] = _time_left
-templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _when(value: datetime) -> Markup:
+    """A moment as `<time>`: UTC in the text (what a page without scripts shows) and
+    in `datetime`, which `console.js` turns into the viewer's local and relative time."""
+    moment = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        moment.strftime("%Y-%m-%dT%H:%M:%SZ"), moment.strftime("%Y-%m-%d %H:%M UTC")
+    )
+
+
+templates.env.filters["when"] = _when
 templates.env.filters["thousands"] = lambda value: f"{value:,}"
 templates.env.filters["money"] = lambda value: f"{value:,.2f}".removesuffix(".00")
 templates.env.filters["plural"] = lambda count, word: f"{count:,} {word}{'' if count == 1 else 's'}"
@@ -219,7 +231,7 @@ def safe_next(value: object) -> str:
     return PREFIX
 
 
-def error_page(request: Request, exc: BananastandError) -> Response | None:
+async def error_page(request: Request, exc: BananastandError) -> Response | None:
     """The console's face for errors (wired into the API's one error boundary)."""
     path: str = request.scope["path"]  # (not `request.url`: built anew for every API error)
     if not (path == PREFIX or path.startswith(PREFIX + "/")) or path.endswith("/generate"):
@@ -229,6 +241,16 @@ def error_page(request: Request, exc: BananastandError) -> Response | None:
         if request.method != "GET":
             target = PREFIX
         return redirect(f"{PREFIX}/signin?next={quote(target)}")
+    if exc.status < 500 and getattr(request.state, "signed", None) is None:
+        # No page dependency ran (an unknown URL has no route): the page still shows
+        # the navigation to whoever is signed in.
+        try:
+            services = request.app.state.services
+            request.state.signed = await services.console_auth.resolve(
+                request.cookies.get(SESSION_COOKIE)
+            )
+        except Exception:  # the error page is shown signed out rather than not at all
+            log.warning("could not read the session for the error page of %s", path)
     try:
         page = render(request, "error.html", status_code=exc.status, message=exc.message, exc=exc)
         # Also when the error came from outside the app (a 500): the console's headers.
