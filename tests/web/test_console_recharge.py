@@ -95,7 +95,8 @@ async def test_the_admin_sees_payments_refunds_and_the_shortfall(
     assert 'data-testid="shortfall"><strong class="off">1,000<' in page.text
     audit = await admin.get("/console/admin/audit")
     assert "stripe.paid" in audit.text and "stripe.refund" in audit.text
-    assert f"session={session_id}" in audit.text
+    assert f"session {session_id}" in audit.text
+    assert "credits +1,100" in audit.text and "(shortfall 1,000 already spent)" in audit.text
     mine = await user.get(
         "/console/recharge/payments/" + fake.sessions[session_id]["metadata"]["bananastand_payment"]
     )
