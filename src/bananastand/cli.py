@@ -297,9 +297,8 @@ def list_accounts(search: Annotated[str, typer.Option(help="Filter by email.")] 
     async def action(core: Core) -> list[str]:
         rows = []
         for account in await core.accounts.list(search=search, limit=1000):
-            balance = await core.billing.balance(account.id)
-            rows.append(
-                f"{account.id}  {account.email:<32} credits={balance:<8} "
+            rows.append(  # the balance kept on the row: no query per account
+                f"{account.id}  {account.email:<32} credits={account.balance:<8} "
                 f"api={'on' if account.api_access else 'off'}"
             )
         return rows
