@@ -119,3 +119,35 @@ async def test_an_outage_is_logged_once_not_every_janitor_round(
         "janitor rounds work again",
     ]
     assert not any(r.exc_info for r in caplog.records if r.name == "bananastand.janitor")
+
+
+async def test_a_renewal_from_a_stale_read_never_revives_a_released_slot() -> None:
+    # The janitor read "in progress", the generation settled and let its slot and
+    # queue place go, then the janitor renewed what it had read: still released.
+    import secrets
+
+    from redis.asyncio import Redis
+
+    from bananastand.limits import RedisSlots
+
+    redis = Redis.from_url("redis://127.0.0.1:6379/0")
+    slots = RedisSlots(redis, prefix=f"bstest-{secrets.token_hex(4)}", lease_seconds=30)
+    try:
+        assert await slots.acquire("acct", "gen-1", limit=1) == (True, 1)
+        assert await slots.enqueue("gen-1", capacity=5, lease_seconds=30) == (True, 1)
+        assert await slots.enqueue("gen-2", capacity=5, lease_seconds=30) == (True, 2)
+        await slots.release("acct", "gen-1")
+        await slots.dequeue("gen-2")
+        await slots.renew([("acct", "gen-1")], queued=["gen-1", "gen-2"])
+        assert await slots.active("acct") == 0
+        assert await slots.acquire("acct", "gen-3", limit=1) == (True, 1)
+        assert await redis.zcard(f"{slots.prefix}:queue") == 0
+        # What was never let go is still renewed (and restored after a Redis restart).
+        await redis.delete(f"{slots.prefix}:slots:acct")
+        await slots.renew([("acct", "gen-3")])
+        assert await slots.active("acct") == 1
+    finally:
+        keys = [key async for key in redis.scan_iter(f"{slots.prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()

@@ -5,7 +5,9 @@ scored by when their lease ends; the waiting async generations form another.
 Acquiring is one Lua script (drop expired leases, count, add), so it is atomic
 across processes. Leases end by themselves if their holder dies; the workers'
 janitor renews the leases of every generation the database says is in progress,
-which also restores them after a Redis restart.
+which also restores them after a Redis restart; a short-lived tombstone written
+when a slot or queue place is let go keeps a renewal based on a read from just
+before from bringing it back.
 
 The embedded default needs none of this: there the slots are the database rows
 of the generations in progress, counted in the admission transaction.
@@ -36,18 +38,24 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, active + 1}
 """
 
-# KEYS: sets; ARGV[i]: member for KEYS[i], ARGV[#KEYS+1]: lease (ms). Re-adds missing ones.
+# KEYS: n sets, then n tombstones; ARGV[i]: member for KEYS[i], ARGV[n+1]: lease (ms).
+# Re-adds missing members, except those whose tombstone says they were let go.
 _RENEW = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local lease = tonumber(ARGV[#KEYS + 1])
-for i, key in ipairs(KEYS) do
-  redis.call('ZADD', key, now_ms + lease, ARGV[i])
-  if redis.call('PTTL', key) < lease then
-    redis.call('PEXPIRE', key, lease)
+local n = #KEYS / 2
+local lease = tonumber(ARGV[n + 1])
+local renewed = 0
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[n + i]) == 0 then
+    redis.call('ZADD', KEYS[i], now_ms + lease, ARGV[i])
+    if redis.call('PTTL', KEYS[i]) < lease then
+      redis.call('PEXPIRE', KEYS[i], lease)
+    end
+    renewed = renewed + 1
   end
 end
-return #KEYS
+return renewed
 """
 
 
@@ -82,14 +90,26 @@ class RedisSlots:
         )
         return bool(granted), int(waiting)
 
+    def _let_go_key(self, kind: str, generation_id: str) -> str:
+        return f"{self.prefix}:{kind}:{generation_id}"
+
     async def release(self, account_id: str, generation_id: str) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        """Free the generation's slot and queue place for good: a tombstone (kept a
+        lease long) stops a janitor that read it as in progress a moment ago from
+        renewing it back."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._let_go_key("released", generation_id), 1, px=self.lease_ms)
+            pipe.set(self._let_go_key("dequeued", generation_id), 1, px=self.lease_ms)
             pipe.zrem(self._account_key(account_id), generation_id)
             pipe.zrem(self._queue_key, generation_id)
             await pipe.execute()
 
     async def dequeue(self, generation_id: str) -> None:
-        await self.redis.zrem(self._queue_key, generation_id)
+        """The generation left the queue (it started): its place is not renewed again."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._let_go_key("dequeued", generation_id), 1, px=self.lease_ms)
+            pipe.zrem(self._queue_key, generation_id)
+            await pipe.execute()
 
     async def renew(
         self,
@@ -103,13 +123,15 @@ class RedisSlots:
         pairs = list(holders)
         if pairs:
             await self._renew(
-                keys=[self._account_key(account) for account, _ in pairs],
+                keys=[self._account_key(account) for account, _ in pairs]
+                + [self._let_go_key("released", generation) for _, generation in pairs],
                 args=[generation for _, generation in pairs] + [self.lease_ms],
             )
         waiting = list(queued)
         if waiting:
             await self._renew(
-                keys=[self._queue_key] * len(waiting),
+                keys=[self._queue_key] * len(waiting)
+                + [self._let_go_key("dequeued", generation) for generation in waiting],
                 args=[*waiting, int(queue_lease_seconds * 1000)],
             )
 
