@@ -41,7 +41,7 @@ from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import Provider, build_providers
 from bananastand.references import FetchPolicy, ReferenceFetcher
 from bananastand.service import DurationStats, GenerationService
-from bananastand.storage import LocalStorage, UrlSigner
+from bananastand.storage import UrlSigner, open_storage
 from bananastand.webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Services:
             providers=providers,
             generations=generations,
             fetcher=fetcher,
-            storage=LocalStorage(settings.data_dir / "files"),
+            storage=open_storage(settings),
             signer=signer,
             bus=bus,
             durations=durations,
@@ -282,6 +282,7 @@ class Services:
                 grace_seconds=self.settings.shutdown_grace_seconds
             )
         await self.generation.fetcher.aclose()
+        await self.generation.storage.aclose()
         await self.webhooks.aclose()
         await self.payments.aclose()
         for provider in self.providers.values():
