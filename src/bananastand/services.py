@@ -32,7 +32,7 @@ from bananastand.config import Settings
 from bananastand.console_auth import ConsoleAuth
 from bananastand.core import Core
 from bananastand.db import Database
-from bananastand.errors import Conflict
+from bananastand.errors import Conflict, StorageUnavailable
 from bananastand.generations import Generations
 from bananastand.limits import RedisSlots
 from bananastand.payments import Payments
@@ -268,6 +268,8 @@ class Services:
                 overdue = await self.generation.expire_overdue()
                 if overdue:
                     log.info("ended %d generations unfinished past their age limit", overdue)
+            except StorageUnavailable:
+                pass  # the store logged its outage; the next round tries again
             except Exception:
                 log.exception("sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_seconds)

@@ -55,7 +55,9 @@ def cluster(
         request.getfixturevalue("pg_template"),
         apis=2,
         workers=2,
+        s3=request.getfixturevalue("s3_server"),  # no shared disk: a bucket
         builtin_latency_seconds=LATENCY,  # and the default keep-alive (15 s reads)
+        reference_allowed_networks='["127.0.0.1/32"]',  # the webhook receiver
         **NO_FAULTS,
     )
     try:
