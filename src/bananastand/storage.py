@@ -15,6 +15,7 @@ method is async; a store that cannot be reached raises
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -24,8 +25,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -238,6 +239,62 @@ class LocalStorage:
 
     async def aclose(self) -> None:
         return None
+
+
+@dataclass
+class CopyReport:
+    copied: int = 0
+    already: int = 0  # there before, with the same bytes
+    failed: list[str] = field(default_factory=list)
+
+
+async def copy_all(
+    source: Storage,
+    target: Storage,
+    *,
+    prefixes: tuple[str, ...] = ("images", "references"),
+    concurrency: int = 8,
+    progress: Callable[[CopyReport], None] | None = None,
+) -> CopyReport:
+    """Copy every object under `prefixes` from `source` to `target`, each read back
+    and compared (SHA-256) before it counts. Idempotent and resumable: objects
+    already in the target with the same bytes are left alone, so a run that was
+    stopped is simply run again."""
+    report = CopyReport()
+
+    async def one(key: str) -> None:
+        data = await source.get(key)
+        if data is None:  # deleted since it was listed (the sweeper)
+            return
+        digest = hashlib.sha256(data).digest()
+        there = await target.stat(key)
+        if there is not None and there.size == len(data):
+            existing = await target.get(key)
+            if existing is not None and hashlib.sha256(existing).digest() == digest:
+                report.already += 1
+                return
+        await target.put(key, data)
+        back = await target.get(key)
+        if back is None or hashlib.sha256(back).digest() != digest:
+            report.failed.append(key)
+        else:
+            report.copied += 1
+
+    # `concurrency` objects at a time, as the listing streams in (never all of it).
+    batch: list[str] = []
+    batches = 0
+    for prefix in prefixes:
+        async for key, _ in source.items(prefix):
+            batch.append(key)
+            if len(batch) == concurrency:
+                await asyncio.gather(*(one(k) for k in batch))
+                batch.clear()
+                batches += 1
+                if progress is not None and batches % 64 == 0:
+                    progress(report)
+    await asyncio.gather(*(one(k) for k in batch))
+    report.failed.sort()
+    return report
 
 
 def open_storage(settings: Settings) -> Storage:
