@@ -103,7 +103,7 @@ async def libraries(server: S3Server, data: bytes, rounds: int) -> dict[str, Any
         "get": summary(await timed(rounds, ob_get)),
     }
     try:
-        import aioboto3
+        import aioboto3  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         results["aioboto3"] = "not installed"
         return results

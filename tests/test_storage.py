@@ -205,3 +205,35 @@ async def test_a_bucket_that_does_not_exist_refuses_writes(s3_server: S3Server) 
     with pytest.raises(StorageUnavailable):
         await store.put("images/ab/x.png", b"x")
     assert await store.get("images/ab/x.png") is None
+
+
+# --- settings ------------------------------------------------------------------------
+
+
+def test_scale_out_on_a_bucket_needs_one_signing_secret(tmp_path: Path) -> None:
+    from bananastand.config import Settings
+
+    def settings(**values: object) -> Settings:
+        base: dict[str, object] = {
+            "data_dir": tmp_path,
+            "database_url": "postgresql+psycopg://db/x",
+            "redis_url": "redis://127.0.0.1:6379/0",
+            "storage_url": "s3://bucket/prefix",
+        }
+        return Settings(_env_file=None, **{**base, **values})  # type: ignore[call-arg]
+
+    with pytest.raises(ValueError, match="BANANASTAND_SIGNING_SECRET"):
+        settings().check_mode()
+    settings(signing_secret="s" * 32).check_mode()
+    settings(storage_url="").check_mode()  # one machine, one data folder: its own key
+
+
+def test_the_secret_key_is_never_in_the_settings_repr(tmp_path: Path) -> None:
+    from bananastand.config import Settings
+
+    shown = repr(
+        Settings(  # type: ignore[call-arg]
+            _env_file=None, data_dir=tmp_path, storage_secret_access_key=SECRET_KEY
+        )
+    )
+    assert SECRET_KEY not in shown

@@ -94,7 +94,7 @@ async def get_image(
         if_range = request.headers.get("if-range")
         if wants and (not if_range or if_range in (etag, headers["Last-Modified"])):
             span = _range(wants, stat.size)
-            if span == "unsatisfiable":
+            if isinstance(span, str):  # unsatisfiable
                 return Response(
                     status_code=416, headers={**headers, "Content-Range": f"bytes */{stat.size}"}
                 )
