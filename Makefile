@@ -18,12 +18,12 @@ TORCH  ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[gemini,openai,stripe,scale]'
+	$(BIN)/pip install --quiet -e '.[gemini,openai,stripe,scale,s3]'
 	touch $(STAMP)
 
 $(VENV)/.installed-test: $(STAMP)
 	$(BIN)/pip install --quiet '$(TORCH)'
-	$(BIN)/pip install --quiet -e '.[gemini,openai,stripe,diffusers,scale,test]'
+	$(BIN)/pip install --quiet -e '.[gemini,openai,stripe,diffusers,scale,s3,test]'
 	touch $@
 
 serve: $(STAMP)

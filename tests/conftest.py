@@ -17,6 +17,7 @@ from PIL import Image
 from bananastand.app import create_app
 from bananastand.config import Settings
 from bananastand.services import Services
+from tests.s3 import S3Server
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -284,6 +285,23 @@ def scale_out_settings(database_url: str, **overrides: Any) -> dict[str, Any]:
     }
     values.update(overrides)
     return values
+
+
+# --- object storage: a real S3 server (moto, standalone) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3-compatible server for the whole session; tests take buckets of it."""
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_server: S3Server) -> dict[str, Any]:
+    """Settings that keep a server's files in a fresh bucket of `s3_server`."""
+    return s3_server.settings(s3_server.bucket())
 
 
 # Marks a test module to run once embedded and once scaled out.

@@ -543,6 +543,50 @@ def reconcile() -> None:
     typer.echo(f"ok: all {accounts} accounts reconcile (balance = sum of the ledger)")
 
 
+@admin.command("migrate-storage")
+def migrate_storage(
+    source: Annotated[
+        Path | None,
+        typer.Option(help="Folder to copy from. Default: `data_dir/files`."),
+    ] = None,
+) -> None:
+    """Copy the local folder's images and reference images into the object store of
+    BANANASTAND_STORAGE_URL, each verified; safe to run again (it resumes)."""
+    from bananastand.errors import StorageUnavailable
+    from bananastand.object_storage import ObjectStorage
+    from bananastand.storage import CopyReport, LocalStorage, copy_all
+
+    settings = _settings()
+    if not settings.storage_url:
+        typer.echo("error: set BANANASTAND_STORAGE_URL to the bucket to copy into", err=True)
+        raise typer.Exit(2)
+    folder = source or settings.data_dir / "files"
+    if not folder.is_dir():
+        typer.echo(f"error: no folder {folder}", err=True)
+        raise typer.Exit(2)
+    target = ObjectStorage.from_settings(settings)
+
+    def progress(report: CopyReport) -> None:
+        typer.echo(f"  … {report.copied} copied, {report.already} already there", err=True)
+
+    typer.echo(f"copying {folder} into {target.name}")
+    try:
+        report = asyncio.run(copy_all(LocalStorage(folder), target, progress=progress))
+    except StorageUnavailable:
+        typer.echo(
+            "error: the object store could not be reached; run the command again to resume",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    for key in report.failed:
+        typer.echo(f"MISMATCH {key}: read back different bytes", err=True)
+    typer.echo(
+        f"{report.copied} copied, {report.already} already there, {len(report.failed)} failed"
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
 from bananastand.cli_client import register as _register_client  # noqa: E402
 
 _register_client(app)

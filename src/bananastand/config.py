@@ -137,6 +137,46 @@ class Settings(BaseSettings):
         3600.0, description="How often expired images are deleted from disk."
     )
 
+    # --- object storage -------------------------------------------------------
+    storage_url: str = Field(
+        "",
+        description="Where images and reference images are kept. Empty: files under "
+        "`data_dir/files`. `s3://bucket/prefix` (S3 or an S3-compatible service), "
+        "`gs://bucket/prefix` or `az://container/prefix`: an object store every process "
+        "shares (scale-out across machines).",
+    )
+    storage_endpoint: str = Field(
+        "",
+        description="Endpoint of an S3-compatible service (MinIO, R2, Ceph), e.g. "
+        "`https://minio.internal:9000`. Empty: AWS S3.",
+    )
+    storage_region: str = Field(
+        "", description="S3 region. Empty: `AWS_REGION`, or `us-east-1` with an endpoint."
+    )
+    storage_access_key_id: str = Field(
+        "",
+        description="S3 access key id. Empty: the usual sources (`AWS_ACCESS_KEY_ID`, "
+        "an instance role, a web identity).",
+    )
+    storage_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="S3 secret access key (with `storage_access_key_id`)."
+    )
+    storage_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest one object-store call may take, retries included; after it "
+        "the request is answered 503 with Retry-After.",
+    )
+    storage_serve: Literal["stream", "redirect"] = Field(
+        "stream",
+        description="How image URLs are answered from an object store: `stream` the bytes "
+        "through this server (HEAD, Range, 304), or `redirect` (307) to a short-lived "
+        "presigned URL of the store.",
+    )
+    storage_presign_seconds: int = Field(
+        300, ge=1, le=7 * 86400, description="Life of a presigned URL (`storage_serve=redirect`)."
+    )
+
     # --- stream previews (extension) ------------------------------------------
     stream_previews: bool = Field(
         True,
@@ -455,9 +495,15 @@ class Settings(BaseSettings):
             raise ValueError("unsafe production settings: " + "; ".join(problems))
 
     def check_mode(self) -> None:
-        """Scale-out needs a database every process shares."""
+        """Scale-out needs a database every process shares; processes that share a
+        bucket (and so no data folder) need one signing secret."""
         if self.scale_out and self.is_sqlite:
             raise ValueError(
                 "BANANASTAND_REDIS_URL is set (scale-out) but the database is SQLite: set "
                 "BANANASTAND_DATABASE_URL to a PostgreSQL URL (postgresql+psycopg://…)"
+            )
+        if self.storage_url and self.scale_out and not self.signing_secret:
+            raise ValueError(
+                "BANANASTAND_STORAGE_URL is set for scale-out: set BANANASTAND_SIGNING_SECRET "
+                "to the same secret on every process (each would make its own otherwise)"
             )

@@ -19,6 +19,7 @@
     ├── GenerationFailed             502 generation_failed
     ├── PaymentProviderError         502 payment_provider_error
     └── ServerBusy                   503 server_busy
+        └── StorageUnavailable       503 server_busy
 
 Every error carries a human `message`; `extra` adds fields to the body and
 `headers` adds response headers. Messages are written for clients: never put a
@@ -171,3 +172,14 @@ class ServerBusy(BananastandError):
 
     def __init__(self, message: str | None = None, *, retry_after: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class StorageUnavailable(ServerBusy):
+    """The image store (a bucket) cannot be reached or refused this server's
+    credentials. Its message is for clients: the store's own error stays in the
+    log (once per outage, see `storage.Outage`)."""
+
+    default_message = "Server busy: image storage is unavailable; retry shortly"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5) -> None:
+        super().__init__(message, retry_after=retry_after)

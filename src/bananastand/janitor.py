@@ -7,7 +7,7 @@ Each round:
 - re-dispatches generations left without a job (an API process died between
   admitting and dispatching, or a job was lost);
 - fails and refunds generations older than `generation_max_age_seconds`;
-- deletes the bytes of expired images.
+- deletes the bytes of expired images (and, hourly, of orphans) from the store.
 Rounds in several workers at once are harmless: every step is idempotent, and
 settlement happens exactly once whoever calls it.
 """
@@ -23,6 +23,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bananastand.db.models import Generation, utcnow
+from bananastand.errors import StorageUnavailable
 from bananastand.generations import IS_IN_PROGRESS, TERMINAL
 from bananastand.limits import RedisSlots
 from bananastand.queue import QueueDispatcher
@@ -51,8 +52,14 @@ class Janitor:
                 if failing:
                     log.info("janitor rounds work again")
                 failing = False
-            except (OSError, RedisError, OperationalError, InterfaceError) as exc:
-                # Redis or the database is away: one line when it starts, not a
+            except (
+                OSError,
+                RedisError,
+                OperationalError,
+                InterfaceError,
+                StorageUnavailable,
+            ) as exc:
+                # Redis, the database or the bucket is away: one line when it starts, not a
                 # traceback every round.
                 if not failing:
                     log.warning(

@@ -29,7 +29,12 @@ from bananastand.accounts import Caller
 from bananastand.catalog import Catalog
 from bananastand.config import Settings
 from bananastand.db.models import utcnow
-from bananastand.errors import ConcurrencyLimitExceeded, InvalidRequest, ServerBusy
+from bananastand.errors import (
+    ConcurrencyLimitExceeded,
+    InvalidRequest,
+    ServerBusy,
+    StorageUnavailable,
+)
 from bananastand.generations import (
     TERMINAL,
     GenerationRecord,
@@ -56,7 +61,7 @@ from bananastand.providers import (
 from bananastand.references import ReferenceFetcher
 from bananastand.storage import (
     EXTENSIONS,
-    LocalStorage,
+    Storage,
     UrlSigner,
     image_key,
     key_image_id,
@@ -85,6 +90,8 @@ REFERENCES_MIN_AGE = 3600.0
 # failed: above any the channel gives (it keeps a few hundred events at most).
 AFTER_ANY_CHANNEL_EVENT = 1_000_000_000
 LOST = "Interrupted too many times (the processes running it stopped); refunded"
+STORE_DOWN = "Image storage was unavailable; refunded"
+_REF = ("json", "bin")  # the two objects of a stored reference image
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class GenerationService:
         providers: dict[str, Provider],
         generations: Generations,
         fetcher: ReferenceFetcher,
-        storage: LocalStorage,
+        storage: Storage,
         signer: UrlSigner,
         bus: ProgressBus | RedisProgressBus,
         durations: DurationStats,
@@ -521,6 +528,12 @@ class GenerationService:
             log.warning("generation %s failed: %s", record.id, exc)
             await self._settle(record.id, images=images, error=str(exc) or "Generation failed")
             settled = True
+        except StorageUnavailable:
+            # Logged once per outage by the store; failed and refunded like any
+            # backend failure (images already stored are kept and charged).
+            log.info("generation %s failed: image storage unavailable", record.id)
+            await self._settle(record.id, images=images, error=STORE_DOWN)
+            settled = True
         except Exception:
             log.exception("generation %s: internal error", record.id)
             await self._settle(record.id, images=images, error="Internal error while generating")
@@ -612,8 +625,12 @@ class GenerationService:
             mime = Image.MIME.get(image.format or "", "image/png")
         extension = EXTENSIONS.get(mime, "png")
         image_id = secrets.token_urlsafe(18)
-        await self.storage.put(image_key(image_id, extension), data)
-        await self._store_thumbnail(image_id, data)
+        # The thumbnail is made and written while the image is: one round trip to an
+        # object store, not two (a thumbnail that fails never fails the image).
+        await asyncio.gather(
+            self.storage.put(image_key(image_id, extension), data),
+            self._store_thumbnail(image_id, data),
+        )
         return ImageFile(image_id, extension, mime, width, height, len(data))
 
     async def _store_thumbnail(self, image_id: str, data: bytes) -> None:
@@ -621,6 +638,8 @@ class GenerationService:
         now is made when first asked for (`api.images`): never a failed generation."""
         try:
             await self.storage.put(thumb_key(image_id), await thumbnails.make_async(data))
+        except StorageUnavailable:
+            pass  # the store logs its outage once; the image's own write says the rest
         except Exception:
             log.warning("image %s: no thumbnail made now", image_id, exc_info=True)
 
@@ -635,19 +654,21 @@ class GenerationService:
         if record.id in self._references:
             return self._references[record.id]
         refs = []
+        # Saved by the API process that admitted it (scale-out: maybe another machine).
         for index in range(len(record.reference_urls)):
-            meta_path = self.storage.path(f"references/{record.id}/{index}.json")
-            data_path = self.storage.path(f"references/{record.id}/{index}.bin")
-            if meta_path is None or data_path is None:
+            meta = await self.storage.get(f"references/{record.id}/{index}.json")
+            data = await self.storage.get(f"references/{record.id}/{index}.bin")
+            if meta is None or data is None:
                 raise ProviderError("The reference images of this generation were lost")
-            meta = json.loads(meta_path.read_bytes())
-            refs.append(ReferenceImage(data_path.read_bytes(), meta["mime"], meta["w"], meta["h"]))
+            about = json.loads(meta)
+            refs.append(ReferenceImage(data, about["mime"], about["w"], about["h"]))
         return tuple(refs)
 
     async def _drop_references(self, generation_id: str, count: int) -> None:
-        for index in range(count):
-            await self.storage.delete(f"references/{generation_id}/{index}.json")
-            await self.storage.delete(f"references/{generation_id}/{index}.bin")
+        """Best effort: what a store outage leaves behind, the orphan sweep deletes."""
+        keys = [f"references/{generation_id}/{i}.{kind}" for i in range(count) for kind in _REF]
+        with contextlib.suppress(StorageUnavailable):
+            await self.storage.delete(*keys)
 
     # --- lifecycle -------------------------------------------------------------
     async def recover(self) -> tuple[int, int]:
@@ -714,9 +735,10 @@ class GenerationService:
         hourly, of orphans: images stored by a run that never settled (the process
         died in between), which no record will ever point at."""
         expired = await self.generations.expired_images()
-        for image in expired:
-            await self.storage.delete(image_key(image.id, image.extension))
-            await self.storage.delete(thumb_key(image.id))
+        # One batched delete (an object store takes up to 1,000 keys a request).
+        await self.storage.delete(
+            *(key for i in expired for key in (image_key(i.id, i.extension), thumb_key(i.id)))
+        )
         await self.generations.mark_deleted([image.id for image in expired])
         orphans = 0
         if time.monotonic() - self._orphans_swept_at > ORPHAN_SWEEP_EVERY:
@@ -738,8 +760,7 @@ class GenerationService:
         owners = {key: key.split("/")[1] for key in references if key.count("/") == 2}
         live = await self.generations.live(sorted(set(owners.values())))
         orphans += [key for key in references if owners.get(key) not in live]
-        for key in orphans:
-            await self.storage.delete(key)
+        await self.storage.delete(*orphans)
         if orphans:
             log.info("deleted %d orphaned image files", len(orphans))
         return len(orphans)

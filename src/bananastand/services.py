@@ -32,7 +32,7 @@ from bananastand.config import Settings
 from bananastand.console_auth import ConsoleAuth
 from bananastand.core import Core
 from bananastand.db import Database
-from bananastand.errors import Conflict
+from bananastand.errors import Conflict, StorageUnavailable
 from bananastand.generations import Generations
 from bananastand.limits import RedisSlots
 from bananastand.payments import Payments
@@ -41,7 +41,7 @@ from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import Provider, build_providers
 from bananastand.references import FetchPolicy, ReferenceFetcher
 from bananastand.service import DurationStats, GenerationService
-from bananastand.storage import LocalStorage, UrlSigner
+from bananastand.storage import UrlSigner, open_storage
 from bananastand.webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Services:
             providers=providers,
             generations=generations,
             fetcher=fetcher,
-            storage=LocalStorage(settings.data_dir / "files"),
+            storage=open_storage(settings),
             signer=signer,
             bus=bus,
             durations=durations,
@@ -268,6 +268,8 @@ class Services:
                 overdue = await self.generation.expire_overdue()
                 if overdue:
                     log.info("ended %d generations unfinished past their age limit", overdue)
+            except StorageUnavailable:
+                pass  # the store logged its outage; the next round tries again
             except Exception:
                 log.exception("sweep failed")
             await asyncio.sleep(self.settings.sweep_interval_seconds)
@@ -282,6 +284,7 @@ class Services:
                 grace_seconds=self.settings.shutdown_grace_seconds
             )
         await self.generation.fetcher.aclose()
+        await self.generation.storage.aclose()
         await self.webhooks.aclose()
         await self.payments.aclose()
         for provider in self.providers.values():

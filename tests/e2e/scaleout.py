@@ -1,6 +1,9 @@
 """Scale-out deployments for end-to-end tests: real `bananastand serve` (API
 only) and `bananastand worker` processes sharing one PostgreSQL database, one
-Redis prefix, one data folder and one signing secret.
+Redis prefix, one bucket and one signing secret, and nothing else: each process
+has a data folder of its own (as on machines of their own), and images and
+reference images live in the bucket (an S3 server, `tests.s3`). A deployment
+made with `s3=None` shares one data folder instead (one machine, no bucket).
 
     deployment = deployment_factory(apis=2, workers=2, builtin_latency_seconds=2)
     a, b = deployment.apis            # `Server`s: url(), headers, cli(), kill(), stop()
@@ -36,6 +39,7 @@ import requests
 
 from tests.conftest import create_database, drop_database, pg_url
 from tests.e2e.conftest import Server, free_port
+from tests.s3 import S3Server
 
 T = TypeVar("T")
 
@@ -203,10 +207,12 @@ class Deployment:
         apis: int = 2,
         workers: int = 2,
         redis_url: str = REDIS_URL,
+        s3: S3Server | None = None,
         **settings: Any,
     ) -> None:
         self.base = base
-        self.data_dir = base / "data"
+        self.s3 = s3
+        self.bucket = s3.bucket() if s3 is not None else None
         self.database = create_database(template)
         self.database_url = pg_url(self.database)
         self.redis_url = redis_url
@@ -218,13 +224,15 @@ class Deployment:
             "redis_prefix": self.redis_prefix,
             "signing_secret": secrets.token_urlsafe(32),
         }
+        if s3 is not None and self.bucket is not None:
+            values.update(s3.settings(self.bucket))
         values.update(settings)
         self.settings = values
         self.demo_key: str | None = None
         self.account_ids: dict[str, str] = {}  # key -> account id, of create_account()
         self.apis: list[ApiProcess] = []
         for index in range(apis):
-            api = ApiProcess(self.data_dir, f"api{index}", **self.settings)
+            api = ApiProcess(self.folder(f"api{index}"), f"api{index}", **self.settings)
             if index == 0 and "public_base_url" not in settings:
                 # What a load balancer in front of the API processes would be: the URL
                 # every process (workers too) builds image URLs from.
@@ -233,8 +241,22 @@ class Deployment:
         for api in self.apis:
             api.settings = {**self.settings}
         self.workers: list[Worker] = [
-            Worker(self.data_dir, f"worker{index}", **self.settings) for index in range(workers)
+            Worker(self.folder(f"worker{index}"), f"worker{index}", **self.settings)
+            for index in range(workers)
         ]
+
+    def folder(self, name: str) -> Path:
+        """The data folder of process `name`: its own with a bucket, else one for all."""
+        return self.base / (f"data-{name}" if self.s3 is not None else "data")
+
+    def stored(self, prefix: str = "") -> list[str]:
+        """Keys in the deployment's bucket (under the servers' prefix)."""
+        assert self.s3 is not None and self.bucket is not None
+        return self.s3.keys(self.bucket, f"bananastand/{prefix}")
+
+    def files(self) -> list[Path]:
+        """Every file the processes wrote in their data folders."""
+        return sorted(path for path in self.base.rglob("*") if path.is_file())
 
     # --- lifecycle ----------------------------------------------------------------
     def start(self) -> Deployment:
@@ -252,9 +274,8 @@ class Deployment:
         return self
 
     def add_worker(self, start: bool = True, **overrides: Any) -> Worker:
-        worker = Worker(
-            self.data_dir, f"worker{len(self.workers)}", **{**self.settings, **overrides}
-        )
+        name = f"worker{len(self.workers)}"
+        worker = Worker(self.folder(name), name, **{**self.settings, **overrides})
         self.workers.append(worker)
         return worker.start() if start else worker
 
@@ -277,7 +298,7 @@ class Deployment:
             drop_database(self.database)
         with contextlib.suppress(Exception):
             _drop_redis_keys(self.redis_url, self.redis_prefix)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
     # --- convenience ----------------------------------------------------------------
     @property
@@ -413,15 +434,29 @@ DeploymentFactory = Callable[..., Deployment]
 def deployment_factory(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[DeploymentFactory]:
-    """`deployment_factory(apis=2, workers=2, start=True, **settings)`; everything is
-    stopped and the database dropped at teardown. Logs are printed on failure."""
+    """`deployment_factory(apis=2, workers=2, start=True, shared_disk=False, **settings)`;
+    everything is stopped and the database dropped at teardown. Logs are printed on
+    failure. Processes keep their files in a bucket unless `shared_disk`."""
     require_services()
     template = request.getfixturevalue("pg_template")
     made: list[Deployment] = []
 
-    def make(apis: int = 2, workers: int = 2, *, start: bool = True, **settings: Any) -> Deployment:
+    def make(
+        apis: int = 2,
+        workers: int = 2,
+        *,
+        start: bool = True,
+        shared_disk: bool = False,
+        **settings: Any,
+    ) -> Deployment:
+        s3 = None if shared_disk else request.getfixturevalue("s3_server")
         deployment = Deployment(
-            tmp_path / f"deployment{len(made)}", template, apis=apis, workers=workers, **settings
+            tmp_path / f"deployment{len(made)}",
+            template,
+            apis=apis,
+            workers=workers,
+            s3=s3,
+            **settings,
         )
         made.append(deployment)
         return deployment.start() if start else deployment

@@ -36,6 +36,7 @@ from tests.e2e.scaleout import (
     require_services,
     settled,
     via,
+    wait_for,
 )
 
 CONCURRENCY_ERROR = "Too many concurrent API requests for this account"
@@ -55,7 +56,9 @@ def cluster(
         request.getfixturevalue("pg_template"),
         apis=2,
         workers=2,
+        s3=request.getfixturevalue("s3_server"),  # no shared disk: a bucket
         builtin_latency_seconds=LATENCY,  # and the default keep-alive (15 s reads)
+        reference_allowed_networks='["127.0.0.1/32"]',  # the webhook receiver
         **NO_FAULTS,
     )
     try:
@@ -390,3 +393,76 @@ def test_processes_starting_together_on_a_fresh_database() -> None:
             if process.poll() is None:
                 process.kill()
         drop_database(name)
+
+
+# --- no shared disk: a bucket ------------------------------------------------------------
+
+
+def reference_url() -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_no_shared_disk_references_webhooks_and_cancel_through_the_bucket(
+    deployment: Deployment,
+) -> None:
+    """Each process has a data folder of its own: reference images fetched by one
+    API process are read by a worker from the bucket, images written by workers are
+    served by every API process, webhooks carry their URLs, and a cancelled
+    generation's references are deleted from the bucket."""
+    from tests.fakes.webhook_receiver import WebhookReceiver
+
+    key = deployment.create_account(credits=20)
+    a, b = deployment.apis
+    receiver = WebhookReceiver()
+    try:
+        body = {
+            "prompt": "like this, but blue",
+            "mode": "async",
+            "referenceImageUrls": [reference_url()],
+            "callbackUrl": receiver.url,
+        }
+        response = generate(a, key, body)
+        assert response.status_code == 200, response.text
+        generation_id = response.json()["generationId"]
+        data = settled(b, key, generation_id)
+        assert data["processingStatus"] == "completed", data
+        assert data["creditsUsed"] == 1
+        (url,) = data["outputImageUrls"]
+        for api in deployment.apis:  # shaped like the reference (4:3), from the bucket
+            image = requests.get(via(api, url), timeout=10)
+            assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        # Written to the bucket, read back by another process; references gone after.
+        image_id = url.rsplit("/", 1)[1].split(".")[0]
+        assert any(image_id in stored for stored in deployment.stored("images/"))
+        assert not [k for k in deployment.stored("references/") if generation_id in k]
+        wait_for(lambda: receiver.count() >= 1)
+        delivered = receiver.received[0].body.decode()
+        assert generation_id in delivered and url in delivered
+    finally:
+        receiver.close()
+
+    # Cancelled through the other API process while a worker runs it.
+    body = {"prompt": "never mind", "mode": "async", "referenceImageUrls": [reference_url()]}
+    response = generate(b, key, body)
+    assert response.status_code == 200, response.text
+    generation_id = response.json()["generationId"]
+    assert [k for k in deployment.stored("references/") if generation_id in k]
+    cancelled = requests.delete(
+        a.url("/api/v1/generate"),
+        params={"id": generation_id},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    data = settled(b, key, generation_id)
+    assert data["processingStatus"] == "failed" and data["creditsUsed"] == 0
+    assert not [k for k in deployment.stored("references/") if generation_id in k]
+    assert credits(a, key) == credits(b, key) == 19
+
+    # Nothing of any image or reference ever touched a process's data folder.
+    on_disk = [path for path in deployment.files() if path.suffix in (".png", ".bin", ".webp")]
+    assert on_disk == [], on_disk

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -354,10 +353,9 @@ async def _run(services: Services, caller: Caller, req: _Request) -> Response:
 
 
 async def _b64(services: Services, image_id: str, extension: str) -> str:
-    path = services.generation.storage.path(image_key(image_id, extension))
-    if path is None:
+    data = await services.generation.storage.get(image_key(image_id, extension))
+    if data is None:
         raise BananastandError("A generated image could not be read back")
-    data = await anyio.to_thread.run_sync(path.read_bytes)
     return base64.b64encode(data).decode("ascii")
 
 
