@@ -83,8 +83,9 @@ class ProgressBus:
         while True:
             async with channel.changed:
                 if index >= len(channel.events) and not channel.closed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(channel.changed.wait(), idle_timeout)
+                    with contextlib.suppress(TimeoutError):  # (not `wait_for`: see webhooks)
+                        async with asyncio.timeout(idle_timeout):
+                            await channel.changed.wait()
                 pending = channel.events[index:]
             if not pending:
                 if channel.closed:

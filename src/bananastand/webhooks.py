@@ -219,8 +219,11 @@ class Webhooks:
                 if not failing:  # once per outage, not every round
                     log.warning("webhook delivery round failed: %s", type(exc).__name__)
                 failing = True
+            # `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can swallow
+            # a cancellation that lands as the wake-up does, and shutdown hangs.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                async with asyncio.timeout(self.poll_seconds):
+                    await self._wake.wait()
 
     async def prune(self) -> int:
         """Forget messages (and their attempts) finished more than `KEEP` ago."""

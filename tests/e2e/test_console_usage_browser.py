@@ -36,17 +36,7 @@ def watched(chromium: Any) -> Iterator[tuple[Any, list[str]]]:
         "console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None
     )
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    # ERR_ABORTED is the browser dropping a request itself as the page moves on (a
-    # favicon still loading when a link is followed); a server's failure reads
-    # otherwise (reset, refused, empty response) or as an error status, below.
-    page.on(
-        "requestfailed",
-        lambda r: (
-            None
-            if r.failure == "net::ERR_ABORTED"
-            else problems.append(f"failed: {r.url} {r.failure}")
-        ),
-    )
+    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url} {r.failure}"))
     page.on(
         "response",
         lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
