@@ -17,6 +17,7 @@ from bananastand.client import (
     AuthenticationError,
     BananastandAPIError,
     Client,
+    ConflictError,
     Generation,
     GenerationFailedError,
     GenerationRecord,
@@ -290,7 +291,8 @@ def test_parse_retry_after() -> None:
         # by status when the type is unknown or missing
         (401, {"error": "nope"}, AuthenticationError),
         (404, {"error": "gone", "type": "something_new"}, NotFoundError),
-        (409, {"error": "conflict", "type": "conflict"}, BananastandAPIError),
+        (409, {"error": "conflict", "type": "conflict"}, ConflictError),
+        (418, {"error": "teapot", "type": "teapot"}, BananastandAPIError),
         (504, {}, InternalServerError),
     ],
 )

@@ -24,7 +24,6 @@ from sqlalchemy.orm import InstrumentedAttribute
 from bananastand.accounts import lock_account
 from bananastand.billing import add_entry, balance_in
 from bananastand.db import Database, Query, Tx
-from bananastand.db.tx import Row
 from bananastand.db.models import (
     IN_PROGRESS_SQL,
     Account,
@@ -34,6 +33,7 @@ from bananastand.db.models import (
     WebhookDelivery,
     utcnow,
 )
+from bananastand.db.tx import Row
 from bananastand.errors import (
     ConcurrencyLimitExceeded,
     IdempotencyConflict,

@@ -15,7 +15,7 @@ import io
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, func, select, type_coerce
 from sqlalchemy.orm import QueryableAttribute
@@ -126,7 +126,7 @@ _ENTRY_COLUMNS = (
 )
 
 
-def _ledger(account_id: str) -> Select[Unpack[tuple[Any, ...]]]:
+def _ledger(account_id: str) -> Select[*tuple[Any, ...]]:
     """The account's entries, each with its generation's model (a primary-key join)."""
     return (
         select(*_ENTRY_COLUMNS)
