@@ -313,7 +313,7 @@ def register(app: typer.Typer) -> None:
 
 # The server's distributions: with none of them installed, `bananastand` is the client.
 SERVER_PACKAGES = frozenset(
-    {"fastapi", "sqlalchemy", "alembic", "pydantic", "pydantic_settings", "PIL", "numpy"}
+    {"fastapi", "sqlalchemy", "alembic", "pydantic_settings", "PIL", "numpy"}
     | {"granian", "uvicorn", "uvloop", "redis", "prometheus_client", "jinja2", "argon2"}
     | {"multipart", "python_multipart", "starlette"}
 )
