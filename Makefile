@@ -42,7 +42,7 @@ test: $(VENV)/.installed-test
 # server, browser, PostgreSQL or Redis; see QUICK in CONTRIBUTING.md).
 QUICK_TESTS = tests/test_client.py tests/test_client_package.py tests/test_catalog.py \
 	tests/test_cli.py tests/test_docs.py tests/test_usage.py tests/web/test_usage_chart.py \
-	tests/test_render.py tests/test_billing.py tests/test_auth.py tests/test_limits.py \
+	tests/test_render.py tests/test_billing.py tests/test_auth.py \
 	tests/test_api_generate.py tests/test_api_cancel.py tests/test_idempotency.py \
 	tests/test_error_boundary.py tests/providers/test_backoff.py
 test-quick: $(VENV)/.installed-test
