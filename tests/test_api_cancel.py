@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import BOTH_DEPLOYMENTS, Api, data_url, png_bytes, states, wait_until
+from tests.support import BOTH_DEPLOYMENTS, Api, data_url, png_bytes, states, wait_until
 
 pytestmark = BOTH_DEPLOYMENTS
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from PIL import Image
 
-from tests.conftest import BOTH_DEPLOYMENTS, Api, data_url, png_bytes
+from tests.support import BOTH_DEPLOYMENTS, Api, data_url, png_bytes
 
 pytestmark = BOTH_DEPLOYMENTS
 

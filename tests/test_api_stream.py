@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import BOTH_DEPLOYMENTS, Api, parse_sse
+from tests.support import BOTH_DEPLOYMENTS, Api, parse_sse
 
 pytestmark = BOTH_DEPLOYMENTS
 

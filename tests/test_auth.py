@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from bananastand.errors import Conflict
-from tests.conftest import BOTH_DEPLOYMENTS, Api
+from tests.support import BOTH_DEPLOYMENTS, Api
 
 pytestmark = BOTH_DEPLOYMENTS
 

@@ -3,7 +3,7 @@ a clear 400 in both deployments, never a 500, and charges nothing."""
 
 from __future__ import annotations
 
-from tests.conftest import BOTH_DEPLOYMENTS, Api
+from tests.support import BOTH_DEPLOYMENTS, Api
 
 pytestmark = BOTH_DEPLOYMENTS
 

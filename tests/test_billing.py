@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bananastand.errors import InsufficientCredits, InvalidRequest
-from tests.conftest import BOTH_DEPLOYMENTS, Api
+from tests.support import BOTH_DEPLOYMENTS, Api
 
 pytestmark = BOTH_DEPLOYMENTS
 

@@ -11,27 +11,36 @@ from typing import Any
 import httpx
 import pytest
 
+from bananastand import errors as server_errors
+from bananastand.api.errors import _HTTP_TYPES
 from bananastand.client import (
     APIConnectionError,
     AsyncClient,
     AuthenticationError,
     BananastandAPIError,
     Client,
+    ConflictError,
     Generation,
     GenerationFailedError,
     GenerationRecord,
+    GoneError,
+    IdempotencyConflictError,
     InsufficientCreditsError,
     InternalServerError,
     InvalidRequestError,
     NotFoundError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     RateLimitError,
     ServerBusyError,
+    StreamInterruptedError,
+    TooManyAttemptsError,
     WaitTimeoutError,
     image_filename,
     parse_retry_after,
     parse_sse_line,
 )
+from bananastand.client._errors import _BY_TYPE, _error_from_response
 
 BASE = "http://nb.test"
 KEY = "nb_supersecretkey123"
@@ -290,7 +299,8 @@ def test_parse_retry_after() -> None:
         # by status when the type is unknown or missing
         (401, {"error": "nope"}, AuthenticationError),
         (404, {"error": "gone", "type": "something_new"}, NotFoundError),
-        (409, {"error": "conflict", "type": "conflict"}, BananastandAPIError),
+        (409, {"error": "conflict", "type": "conflict"}, ConflictError),
+        (418, {"error": "teapot", "type": "teapot"}, BananastandAPIError),
         (504, {}, InternalServerError),
     ],
 )
@@ -516,3 +526,144 @@ async def test_async_client_retries_streams_and_waits(tmp_path: Path) -> None:
         paths = await client.download(record, tmp_path)
         assert [p.name for p in paths] == ["gen1_0.png"]
         assert KEY not in repr(client)
+
+
+# --- cancel, history, resume, idempotency, every error type ---------------------------
+
+
+def test_cancel_sends_delete_and_reads_the_answer() -> None:
+    answer = {"success": True, "message": "Generation cancelled", "data": RECORD}
+    rec = Recorder(httpx.Response(200, json=answer))
+    client, _ = make(rec)
+    result = client.cancel("gen1")
+    assert rec.requests[0].method == "DELETE"
+    assert rec.requests[0].url.path == "/api/v1/generate"
+    assert rec.requests[0].url.params["id"] == "gen1"
+    assert result.cancelled and result.message == "Generation cancelled"
+    assert result.record.id == "gen1"
+
+
+def test_list_generations_pages_with_next_before() -> None:
+    first = {"data": [RECORD, {**RECORD, "id": "gen0"}], "nextBefore": "gen0"}
+    last = {"data": [{**RECORD, "id": "genA"}], "nextBefore": None}
+    rec = Recorder(httpx.Response(200, json=first), httpx.Response(200, json=last))
+    client, _ = make(rec)
+    assert [r.id for r in client.iter_generations(page_size=2)] == ["gen1", "gen0", "genA"]
+    assert dict(rec.requests[0].url.params) == {"limit": "2"}
+    assert dict(rec.requests[1].url.params) == {"limit": "2", "before": "gen0"}
+    page = make(Recorder(httpx.Response(200, json=last)))[0].list_generations(limit=5)
+    assert [r.id for r in page.records] == ["genA"] and page.next_before is None
+
+
+NUMBERED = (
+    b"id: 0\n"
+    b'data: {"type":"status","message":"Starting generation...","progress":0}\n\n'
+    b": keep-alive\n\n"
+    b"id: 1\n"
+    b'data: {"type":"status","message":"Processing...","progress":50}\n\n'
+)
+
+
+def test_stream_asks_for_event_ids_and_a_cut_says_where_to_resume() -> None:
+    rec = Recorder(httpx.Response(200, content=NUMBERED, headers={"X-Generation-Id": "g7"}))
+    client, _ = make(rec)
+    events: list[int | None] = []
+    with pytest.raises(StreamInterruptedError) as info:
+        for event in client.stream("a cat", previews=False):
+            events.append(event.id)
+    assert events == [0, 1]
+    assert info.value.generation_id == "g7" and info.value.last_event_id == 1
+    sent = rec.requests[0]
+    assert sent.headers["X-Stream-Event-Ids"] == "true"
+    assert json.loads(sent.content)["previews"] is False
+
+
+def test_resume_sends_last_event_id_and_ends_on_204() -> None:
+    rest = b'id: 2\ndata: {"type":"complete","message":"done","progress":100}\n\n'
+    rec = Recorder(httpx.Response(200, content=rest), httpx.Response(204))
+    client, _ = make(rec)
+    [final] = list(client.resume("g7", last_event_id=1, previews=False))
+    assert final.is_final and final.id == 2
+    sent = rec.requests[0]
+    assert sent.method == "GET" and sent.url.path == "/api/v1/generate/stream"
+    assert sent.headers["Last-Event-ID"] == "1"
+    assert dict(sent.url.params) == {"id": "g7", "previews": "false"}
+    assert list(client.resume("g7", last_event_id=2)) == []  # had the final event already
+    assert "Last-Event-ID" in rec.requests[1].headers
+
+
+def test_a_retried_post_keeps_one_idempotency_key() -> None:
+    busy = httpx.Response(429, json=CONCURRENCY, headers={"Retry-After": "0"})
+    done = httpx.Response(200, json={"success": True, "generationId": "g1", "imageUrls": []})
+    rec = Recorder(busy, busy, done)
+    client, _ = make(rec)
+    client.generate("a cat")
+    keys = {r.headers["Idempotency-Key"] for r in rec.requests}
+    assert len(rec.requests) == 3 and len(keys) == 1
+    client.generate("a cat")  # the next call is a new request: a new key
+    assert rec.requests[3].headers["Idempotency-Key"] not in keys
+    client.generate("a cat", idempotency_key="order-42")
+    assert rec.requests[4].headers["Idempotency-Key"] == "order-42"
+
+
+def test_no_key_without_retries() -> None:
+    done = httpx.Response(200, json={"success": True, "generationId": "g1", "imageUrls": []})
+    rec = Recorder(done)
+    client, _ = make(rec, max_retries=0)
+    client.generate("a cat")
+    assert "Idempotency-Key" not in rec.requests[0].headers
+
+
+def _server_types() -> set[str]:
+    types = set(_HTTP_TYPES.values()) | {"headers_too_large"}
+    stack: list[type[server_errors.BananastandError]] = [server_errors.BananastandError]
+    while stack:
+        cls = stack.pop()
+        types.add(cls.type)
+        stack.extend(cls.__subclasses__())
+    return types
+
+
+def test_every_error_type_the_server_answers_has_its_exception() -> None:
+    missing = _server_types() - set(_BY_TYPE)
+    assert not missing, f"no client exception for {sorted(missing)}"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "cls"),
+    [
+        (409, "conflict", ConflictError),
+        (409, "idempotency_conflict", IdempotencyConflictError),
+        (410, "expired", GoneError),
+        (413, "payload_too_large", PayloadTooLargeError),
+        (429, "concurrency_limit", RateLimitError),
+        (429, "too_many_attempts", TooManyAttemptsError),
+    ],
+)
+def test_409_410_413_429_variants(status: int, kind: str, cls: type[BananastandAPIError]) -> None:
+    body = json.dumps({"error": "no", "type": kind}).encode()
+    error = _error_from_response(status, body, httpx.Headers({"Retry-After": "7"}))
+    assert type(error) is cls
+    assert (error.status, error.type, error.message, error.retry_after) == (status, kind, "no", 7)
+
+
+async def test_async_client_cancel_history_resume_and_keys() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "DELETE":
+            return httpx.Response(200, json={"success": False, "message": "m", "data": RECORD})
+        if request.url.path.endswith("/generations"):
+            return httpx.Response(200, json={"data": [RECORD], "nextBefore": None})
+        if request.url.path.endswith("/generate/stream"):
+            return httpx.Response(200, content=NUMBERED + b'id: 2\ndata: {"type":"error"}\n\n')
+        return httpx.Response(200, json={"success": True, "generationId": "g", "async": True})
+
+    async with AsyncClient(BASE, KEY, transport=httpx.MockTransport(handler)) as client:
+        assert not (await client.cancel("gen1")).cancelled
+        assert [r.id async for r in client.iter_generations()] == ["gen1"]
+        assert [e.id async for e in client.resume("g", last_event_id=None)] == [0, 1, 2]
+        await client.generate("a cat", mode="async", idempotency_key="k1")
+    assert seen[-1].headers["Idempotency-Key"] == "k1"
+    assert "Last-Event-ID" not in seen[2].headers

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bananastand.cli import admin
 from bananastand.config import Settings
-from tests.conftest import Api
+from tests.support import Api
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

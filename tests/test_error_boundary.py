@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from tests.conftest import Api
+from tests.support import Api
 
 
 async def test_an_unexpected_error_is_a_500_logged_once(

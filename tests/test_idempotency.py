@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import BOTH_DEPLOYMENTS, Api, Key
+from tests.support import BOTH_DEPLOYMENTS, Api, Key
 
 pytestmark = BOTH_DEPLOYMENTS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bananastand.storage import UrlSigner, image_key
-from tests.conftest import BOTH_DEPLOYMENTS, Api
+from tests.support import BOTH_DEPLOYMENTS, Api
 
 pytestmark = BOTH_DEPLOYMENTS
 

@@ -16,8 +16,8 @@ import pytest
 
 from bananastand.object_storage import ObjectStorage
 from bananastand.storage import image_key, thumb_key
-from tests.conftest import BOTH_DEPLOYMENTS, Api, ApiFactory, data_url, png_bytes
 from tests.s3 import SECRET_KEY, S3Server, free_port
+from tests.support import BOTH_DEPLOYMENTS, Api, ApiFactory, data_url, png_bytes
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import BOTH_DEPLOYMENTS, Api, states, wait_until
+from tests.support import BOTH_DEPLOYMENTS, Api, states, wait_until
 
 pytestmark = BOTH_DEPLOYMENTS
 

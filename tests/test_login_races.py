@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from bananastand.errors import TooManyAttempts, Unauthorized
-from tests.conftest import BOTH_DEPLOYMENTS, Api
+from tests.support import BOTH_DEPLOYMENTS, Api
 
 pytestmark = BOTH_DEPLOYMENTS
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from bananastand.cli import app
 from bananastand.object_storage import ObjectStorage
 from bananastand.storage import image_key, thumb_key
-from tests.conftest import png_bytes
 from tests.s3 import SECRET_KEY, S3Server
+from tests.support import png_bytes
 
 
 def migrate(data_dir: Path, settings: dict[str, Any]) -> tuple[int, str]:

@@ -43,7 +43,7 @@ async def test_sqlite_schema_matches_the_models(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("pg_template")
 def test_postgresql_schema_matches_the_models(pg_template: str) -> None:
-    from tests.conftest import create_database, drop_database, pg_url
+    from tests.support import create_database, drop_database, pg_url
 
     name = create_database(pg_template)
     try:
@@ -142,10 +142,10 @@ async def test_sqlite_migration_keeps_every_balance(tmp_path: Path) -> None:
 async def test_postgresql_migration_keeps_every_balance() -> None:
     import secrets
 
-    from tests.conftest import _pg_admin, drop_database, pg_url
+    from tests.support import drop_database, pg_admin, pg_url
 
     name = f"bs_test_old_{secrets.token_hex(4)}"
-    _pg_admin(f"CREATE DATABASE {name}")
+    pg_admin(f"CREATE DATABASE {name}")
     try:
         _seed_before_balances(pg_url(name))
         await _assert_balances_moved(pg_url(name))

@@ -10,7 +10,7 @@ import asyncio
 from sqlalchemy import select
 
 from bananastand.db.models import Account, LedgerEntry
-from tests.conftest import BOTH_DEPLOYMENTS, Api, states
+from tests.support import BOTH_DEPLOYMENTS, Api, states
 
 pytestmark = BOTH_DEPLOYMENTS
 

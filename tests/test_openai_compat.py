@@ -15,7 +15,7 @@ from bananastand.api.openai_compat import aspect_ratio_for, parse_multipart
 from bananastand.catalog import ModelSpec
 from bananastand.errors import InvalidRequest
 from bananastand.render import SIZES
-from tests.conftest import Api, Key, png_bytes
+from tests.support import Api, Key, png_bytes
 
 
 def sdk(api: Api, key: Key | str) -> AsyncOpenAI:

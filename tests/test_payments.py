@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from bananastand.db.models import Account, AuditEntry, LedgerEntry, Payment, StripeEvent
-from tests.conftest import BOTH_DEPLOYMENTS, Api, ApiFactory, make_settings
 from tests.fakes.stripe_server import FakeStripe
+from tests.support import BOTH_DEPLOYMENTS, Api, ApiFactory, make_settings
 from tests.test_money_races import assert_books_agree
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Api, states
+from tests.support import Api, states
 
 
 @pytest.mark.parametrize("deployment", ["scale-out"], indirect=True)
@@ -62,7 +62,7 @@ async def test_a_stream_waiting_longer_than_redis_timeouts_keeps_its_progress(
     another generation for several seconds still follows Redis, not the database."""
     import logging
 
-    from tests.conftest import parse_sse
+    from tests.support import parse_sse
 
     api = await api_factory(
         builtin_latency_seconds=6, stream_keepalive_seconds=15, worker_concurrency=1

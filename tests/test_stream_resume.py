@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from bananastand.api import schemas
-from tests.conftest import BOTH_DEPLOYMENTS, Api, Key, parse_sse, wait_until
+from tests.support import BOTH_DEPLOYMENTS, Api, Key, parse_sse, wait_until
 
 pytestmark = BOTH_DEPLOYMENTS
 

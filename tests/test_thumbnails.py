@@ -14,7 +14,7 @@ from PIL import Image
 
 from bananastand import thumbnails
 from bananastand.storage import UrlSigner, image_key, thumb_key
-from tests.conftest import BOTH_DEPLOYMENTS, Api
+from tests.support import BOTH_DEPLOYMENTS, Api
 
 
 async def _one_image(api: Api, **body: object) -> tuple[str, str, str]:

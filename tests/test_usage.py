@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from bananastand.db.models import Generation
 from bananastand.usage import Usage, period_start, safe_cell
-from tests.conftest import BOTH_DEPLOYMENTS, Api, Key
+from tests.support import BOTH_DEPLOYMENTS, Api, Key
 
 
 async def generate(api: Api, key: Key, model: str, quantity: int = 1) -> str:

@@ -12,8 +12,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from bananastand.webhooks import new_secret
-from tests.conftest import BOTH_DEPLOYMENTS, Api, wait_until
 from tests.fakes.webhook_receiver import WebhookReceiver
+from tests.support import BOTH_DEPLOYMENTS, Api, wait_until
 
 pytestmark = BOTH_DEPLOYMENTS
 

@@ -1,3 +1,3 @@
-from bananastand.cli import main
+from bananastand.cli_client import main
 
 main()

@@ -7,6 +7,7 @@ the full key is returned once, at creation.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import re
@@ -362,7 +363,10 @@ class Accounts:
 
         return CreatedKey(key=await self.db.write(work), secret=secret)
 
-    async def list_keys(self, account_id: str, *, include_revoked: bool = False) -> list[ApiKey]:
+    # `builtins.list`: inside this class, after `def list`, a bare `list` is that method.
+    async def list_keys(
+        self, account_id: str, *, include_revoked: bool = False
+    ) -> builtins.list[ApiKey]:
         def work(tx: Tx) -> list[ApiKey]:
             query = select(ApiKey).where(ApiKey.account_id == account_id)
             if not include_revoked:

@@ -109,7 +109,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     }
     for route in app.routes:
         if isinstance(route, APIRoute) and route.include_in_schema and _needs_key(route):
-            for method in route.methods:
+            for method in route.methods or ():
                 operation = spec["paths"][route.path_format].get(method.lower())
                 if operation is not None:
                     operation["security"] = [{"HTTPBearer": []}]

@@ -1,4 +1,6 @@
-"""Client commands of `bananastand`: `generate`, `models`, `credits`, `poll`.
+"""Client commands of `bananastand`: `generate`, `models`, `credits`, `poll`,
+`cancel`, `history`; and `main`, the `bananastand` command itself, which works
+with the client alone installed (the server's commands then say what to install).
 
 They talk to a running server through `bananastand.client`. The server's URL
 and API key come from `--base-url` / `--api-key` or `BANANASTAND_URL` /
@@ -9,16 +11,16 @@ stdout, one per line; progress and notes go to stderr; failures print
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
-    from bananastand.client import Client, Generation, GenerationRecord
+    from bananastand.client import Client, Generation, GenerationRecord, StreamEvent
 
 # `bananastand.client.DEFAULT_BASE_URL` (the client, and httpx with it, is imported
 # only when a client command runs: the admin commands start without it).
@@ -117,37 +119,57 @@ def generate(
     ] = True,
     out: OutDir = Path("."),
     seed: Annotated[int | None, typer.Option(help="Seed, for repeatable output.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Run again with the same key (24 h): the first run's generation, not a "
+            "second charge. Default: a fresh key for each run.",
+        ),
+    ] = None,
     base_url: BaseUrl = DEFAULT_BASE_URL,
     api_key: ApiKey = None,
 ) -> None:
     """Generate images, save them into --out and print their paths."""
     refs = [_reference(value) for value in ref or []]
-    options = {
-        "model": model,
-        "aspect_ratio": ratio,
-        "quantity": quantity,
-        "reference_image_urls": refs,
-        "seed": seed,
-    }
     with _client(base_url, api_key) as client:
         if mode is CliMode.stream:
-            result = _stream_with_progress(client, prompt, options)
+            events = client.stream(
+                prompt,
+                model=model,
+                aspect_ratio=ratio,
+                quantity=quantity,
+                reference_image_urls=refs,
+                seed=seed,
+                previews=False,  # a progress bar shows no pictures
+                idempotency_key=idempotency_key,
+            )
+            result = _stream_with_progress(events)
             _print_paths(client.download(result, out))
-        elif mode is CliMode.async_:
-            accepted = client.generate(prompt, mode="async", **options)  # type: ignore[arg-type]
+            return
+        accepted = client.generate(
+            prompt,
+            model=model,
+            aspect_ratio=ratio,
+            quantity=quantity,
+            reference_image_urls=refs,
+            seed=seed,
+            mode="async" if mode is CliMode.async_ else "sync",
+            idempotency_key=idempotency_key,
+        )
+        if mode is CliMode.async_:
             if not wait:
                 typer.echo(accepted.generation_id)
                 return
             typer.echo(f"accepted {accepted.generation_id}; waiting…", err=True)
             _finish_record(client, client.wait(accepted.generation_id), out)
-        else:
-            result = client.generate(prompt, mode="sync", **options)  # type: ignore[arg-type]
-            if result.warning or not result.success:
-                raise _fail(f"{result.message or 'no image'} (generation {result.generation_id})")
-            _print_paths(client.download(result, out))
+            return
+        if accepted.warning or not accepted.success:
+            raise _fail(f"{accepted.message or 'no image'} (generation {accepted.generation_id})")
+        _print_paths(client.download(accepted, out))
 
 
-def _stream_with_progress(client: Client, prompt: str, options: dict[str, object]) -> Generation:
+def _stream_with_progress(events: Iterable[StreamEvent]) -> Generation:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
@@ -161,7 +183,7 @@ def _stream_with_progress(client: Client, prompt: str, options: dict[str, object
         transient=not console.is_terminal,
     ) as progress:
         task = progress.add_task("Starting…", total=100)
-        for event in client.stream(prompt, **options):  # type: ignore[arg-type]
+        for event in events:
             progress.update(task, completed=event.progress, description=event.message)
             if event.is_final:
                 final = event
@@ -228,9 +250,109 @@ def poll(
         _finish_record(client, record, out)
 
 
+def cancel(
+    generation_id: Annotated[str, typer.Argument(metavar="ID", help="The generation id.")],
+    base_url: BaseUrl = DEFAULT_BASE_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Cancel a waiting or running generation; what it did not make is refunded."""
+    with _client(base_url, api_key) as client:
+        answer = client.cancel(generation_id)
+    typer.echo(f"{answer.record.id}: {answer.record.processing_status}", err=True)
+    typer.echo(answer.message)
+
+
+def history(
+    limit: Annotated[int, typer.Option(help="Generations to show (newest first).")] = 20,
+    before: Annotated[
+        str | None, typer.Option(help="Show those older than this generation id.")
+    ] = None,
+    base_url: BaseUrl = DEFAULT_BASE_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """List the account's generations, newest first, one per line:
+    id, status, credits, images, model, created, prompt."""
+    if limit < 1:
+        raise _fail("--limit must be 1 or more", 2)
+    shown = 0
+    with _client(base_url, api_key) as client:
+        while shown < limit:
+            page = client.list_generations(limit=min(limit - shown, 100), before=before)
+            for record in page.records:
+                prompt = " ".join(record.prompt.split())
+                prompt = prompt if len(prompt) <= 60 else prompt[:59] + "…"
+                typer.echo(
+                    "\t".join(
+                        (
+                            record.id,
+                            record.processing_status,
+                            str(record.credits_used),
+                            str(len(record.output_image_urls)),
+                            record.model_used,
+                            record.created_at,
+                            prompt,
+                        )
+                    )
+                )
+            shown += len(page.records)
+            if page.next_before is None:
+                return
+            before = page.next_before
+    typer.echo(f"more: --before {before}", err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the `bananastand` app."""
     app.command("generate")(generate)
     app.command("models")(models)
     app.command("credits")(credits)
     app.command("poll")(poll)
+    app.command("cancel")(cancel)
+    app.command("history")(history)
+
+
+# The server's distributions: with none of them installed, `bananastand` is the client.
+SERVER_PACKAGES = frozenset(
+    {"fastapi", "sqlalchemy", "alembic", "pydantic_settings", "PIL", "numpy"}
+    | {"granian", "uvicorn", "uvloop", "redis", "prometheus_client", "jinja2", "argon2"}
+    | {"multipart", "python_multipart", "starlette"}
+)
+SERVER_COMMANDS = ("serve", "worker", "migrate", "admin")
+INSTALL_SERVER = "pip install 'bananastand[server]'"
+
+
+def _client_only_app(missing: str) -> typer.Typer:
+    app = typer.Typer(
+        no_args_is_help=True,
+        help=f"Bananastand's client commands (the server is not installed: {INSTALL_SERVER}).",
+    )
+
+    def needs_server(ctx: typer.Context) -> NoReturn:
+        typer.echo(
+            f"error: `bananastand {ctx.info_name}` needs the server, which is not installed "
+            f"(no module {missing!r}): {INSTALL_SERVER}",
+            err=True,
+        )
+        raise typer.Exit(3)
+
+    for name in SERVER_COMMANDS:
+        app.command(
+            name,
+            help=f"Needs the server: {INSTALL_SERVER}",
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            add_help_option=False,
+        )(needs_server)
+    register(app)
+    return app
+
+
+def main() -> None:
+    """`bananastand`: every command with the server installed, else the client's."""
+    try:
+        from bananastand.cli import app
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").partition(".")[0]
+        if root not in SERVER_PACKAGES:
+            raise
+        app = _client_only_app(root)
+    app(prog_name="bananastand")

@@ -98,11 +98,12 @@ class ConsoleAuth:
     async def _verify(self, stored: str | None, password: str) -> bool:
         try:
             async with self._hashing:
-                if stored is None and self._decoy is None:
-                    self._decoy = await asyncio.to_thread(
+                hashed = stored or self._decoy
+                if hashed is None:  # no such account: verify against a decoy all the same
+                    hashed = self._decoy = await asyncio.to_thread(
                         self._hasher.hash, secrets.token_urlsafe(16)
                     )
-                return await asyncio.to_thread(self._hasher.verify, stored or self._decoy, password)
+                return await asyncio.to_thread(self._hasher.verify, hashed, password)
         except (VerificationError, InvalidHashError):
             return False
 

@@ -33,6 +33,7 @@ from bananastand.db.models import (
     WebhookDelivery,
     utcnow,
 )
+from bananastand.db.tx import Row
 from bananastand.errors import (
     ConcurrencyLimitExceeded,
     IdempotencyConflict,
@@ -134,22 +135,22 @@ def _with_images(rows: Sequence[tuple[Any, ...]]) -> list[GenerationRecord]:
     for row in rows:
         if current is None or row[0] != current[0]:
             if current is not None:
-                records.append(GenerationRecord(*current, images=tuple(images)))
+                records.append(GenerationRecord(*[*current, tuple(images)]))
             current, images = list(row[:_G]), []
         if row[_G] is not None:
             images.append(ImageRecord(*row[_G:]))
     if current is not None:
-        records.append(GenerationRecord(*current, images=tuple(images)))
+        records.append(GenerationRecord(*[*current, tuple(images)]))
     return records
 
 
 _WITH_IMAGES = select(*_GENERATION_COLUMNS, *_IMAGE_COLUMNS).outerjoin(
     StoredImage, StoredImage.generation_id == Generation.id
 )
-_GET = Query(
+_GET: Query[Row] = Query(
     _WITH_IMAGES.where(Generation.id == bindparam("generation_id")).order_by(StoredImage.position)
 )
-_GET_OWN = Query(
+_GET_OWN: Query[Row] = Query(
     _WITH_IMAGES.where(
         Generation.id == bindparam("generation_id"),
         Generation.account_id == bindparam("account_id"),
@@ -172,13 +173,13 @@ IS_IN_PROGRESS = text(f"generations.{IN_PROGRESS_SQL}")
 _STATE: Query[str] = Query(
     select(Generation.state).where(Generation.id == bindparam("generation_id"))
 )
-_ACTIVE = Query(
+_ACTIVE: Query[Row] = Query(
     select(Generation.model, Generation.quantity, Generation.started_at).where(
         Generation.account_id == bindparam("account_id"), IS_IN_PROGRESS
     )
 )
 # The slots an account holds, kept on its row (see `db.models.Account`).
-_SLOTS_TAKEN = Query(
+_SLOTS_TAKEN: Query[Row] = Query(
     update(Account)
     .where(Account.id == bindparam("account_id"))
     .values(active_generations=Account.active_generations + bindparam("change"))
@@ -186,7 +187,7 @@ _SLOTS_TAKEN = Query(
 _WAITING: Query[int] = Query(
     select(func.count(Generation.id)).where(IS_IN_PROGRESS, Generation.state == "queued")
 )
-_INSERT = Query(
+_INSERT: Query[Row] = Query(
     insert(Generation).values({column.key: bindparam(column.key) for column in _GENERATION_COLUMNS})
 )
 _CLAIM: Query[int] = Query(
@@ -195,7 +196,7 @@ _CLAIM: Query[int] = Query(
     .values(state="running", started_at=bindparam("now"), attempts=Generation.attempts + 1)
     .returning(Generation.attempts)
 )
-_FINISH = Query(
+_FINISH: Query[Row] = Query(
     update(Generation)
     .where(Generation.id == bindparam("generation_id"))
     .values(
@@ -206,7 +207,7 @@ _FINISH = Query(
         finished_at=bindparam("finished_at"),
     )
 )
-_INSERT_IMAGE = Query(
+_INSERT_IMAGE: Query[Row] = Query(
     insert(StoredImage).values(
         generation_id=bindparam("generation_id"),
         account_id=bindparam("account_id"),
@@ -214,7 +215,7 @@ _INSERT_IMAGE = Query(
         **{column.key: bindparam(column.key) for column in _IMAGE_COLUMNS},
     )
 )
-_INSERT_WEBHOOK = Query(
+_INSERT_WEBHOOK: Query[Row] = Query(
     insert(WebhookDelivery).values(
         id=bindparam("id"),
         account_id=bindparam("account_id"),
@@ -300,7 +301,7 @@ def _history_page(
     )
 
 
-_ANCHOR = Query(
+_ANCHOR: Query[Row] = Query(
     select(Generation.created_at, Generation.id).where(
         Generation.id == bindparam("generation_id"),
         Generation.account_id == bindparam("account_id"),
@@ -582,7 +583,7 @@ class Generations:
                 finished_at=now,
             )
             tx.run(_SLOTS_TAKEN, account_id=record.account_id, change=-1)
-            stored = []
+            made: list[ImageRecord] = []
             for position, image in enumerate(images):
                 row = ImageRecord(
                     id=image.id,
@@ -602,7 +603,7 @@ class Generations:
                     created_at=now,
                     **{column.key: getattr(row, column.key) for column in _IMAGE_COLUMNS},
                 )
-                stored.append(row)
+                made.append(row)
             if record.callback_url:
                 # In the settlement's own transaction: a settled generation always
                 # has its webhook message (sent by `webhooks`, whoever settled it).
@@ -621,7 +622,7 @@ class Generations:
                 error_message=error_message,
                 warning_message=warning_message,
                 finished_at=now,
-                images=tuple(stored),
+                images=tuple(made),
             )
             return Settled(settled, balance, True)
 

@@ -95,7 +95,7 @@ def minor_units(price: Decimal, currency: str) -> int:
 
 def major_units(amount_minor: int, currency: str) -> Decimal:
     exponent = 0 if currency.upper() in ZERO_DECIMAL else 2
-    return (Decimal(amount_minor) / (10**exponent)).quantize(Decimal("0.01"))
+    return (Decimal(amount_minor).scaleb(-exponent)).quantize(Decimal("0.01"))
 
 
 @dataclass(frozen=True)

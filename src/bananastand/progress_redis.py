@@ -50,6 +50,8 @@ class RedisProgressBus:
         if not entries:
             return None
         entry_id, fields = entries[0]
+        if entry_id is None or fields is None:  # an entry deleted under us
+            return None
         return _seq(entry_id) if _event(fields).get("type") in FINAL_TYPES else None
 
     async def subscribe(
@@ -65,12 +67,32 @@ class RedisProgressBus:
             if not answer:
                 yield None
                 continue
-            for entry_id, fields in answer[0][1]:
+            for entry_id, fields in _entries(answer):
                 last_id = entry_id
                 event = _event(fields)
                 yield _seq(entry_id), event
                 if event.get("type") in FINAL_TYPES:
                     return
+
+
+Fields = dict[bytes | str, bytes | str]
+
+
+def _entries(answer: object) -> list[tuple[bytes | str, Fields]]:
+    """The entries of an XREAD reply for one stream: RESP2 answers
+    `[[key, [(id, fields), …]]]`, RESP3 `{key: [[(id, fields), …]]}`."""
+    if isinstance(answer, dict):
+        streams = list(answer.values())
+        batch = streams[0][0] if streams and streams[0] else []
+    elif isinstance(answer, list) and answer:
+        batch = answer[0][1]
+    else:
+        batch = []
+    return [
+        (entry_id, fields)
+        for entry_id, fields in batch
+        if isinstance(entry_id, bytes | str) and isinstance(fields, dict)
+    ]
 
 
 def _seq(entry_id: bytes | str) -> int:
@@ -79,6 +101,6 @@ def _seq(entry_id: bytes | str) -> int:
     return int(text.rpartition("-")[2])
 
 
-def _event(fields: dict[bytes | str, bytes | str]) -> Event:
+def _event(fields: Fields) -> Event:
     raw = fields[b"e"] if b"e" in fields else fields["e"]
     return json.loads(raw)  # type: ignore[no-any-return]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING, cast
 
 import uvloop
 from granian.constants import HTTPModes, Interfaces
@@ -30,6 +31,9 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from bananastand.config import Settings
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGI3Application
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,9 @@ def run(app: ASGIApp, settings: Settings) -> None:
 async def _serve(app: ASGIApp, settings: Settings) -> None:
     server = Server(
         # Client address and scheme from X-Forwarded-* only when a trusted proxy sent them.
-        ProxyHeadersMiddleware(app, trusted_hosts=settings.forwarded_allow_ips),
+        ProxyHeadersMiddleware(
+            cast("ASGI3Application", app), trusted_hosts=settings.forwarded_allow_ips
+        ),
         address=settings.host,
         port=settings.port,
         interface=Interfaces.ASGI,

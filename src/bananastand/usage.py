@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, func, select, type_coerce
+from sqlalchemy.orm import QueryableAttribute
 
 from bananastand.db import Database, Tx
 from bananastand.db.models import Generation, LedgerEntry, StoredImage, utcnow
@@ -125,7 +126,7 @@ _ENTRY_COLUMNS = (
 )
 
 
-def _ledger(account_id: str) -> Select[Any]:
+def _ledger(account_id: str) -> Select[*tuple[Any, ...]]:
     """The account's entries, each with its generation's model (a primary-key join)."""
     return (
         select(*_ENTRY_COLUMNS)
@@ -148,7 +149,7 @@ def _utc_day(tx: Tx) -> ColumnElement[str]:
 
 
 def _tallies(
-    tx: Tx, account_id: str, since: datetime, *groups: ColumnElement[Any]
+    tx: Tx, account_id: str, since: datetime, *groups: ColumnElement[Any] | QueryableAttribute[Any]
 ) -> list[tuple[Any, ...]]:
     """(*groups, generations, images, credits) for the account's generations made
     since `since`: one range of the (account_id, created_at) index, grouped in SQL.

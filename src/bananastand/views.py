@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bananastand.db.models import Generation
-from bananastand.generations import format_time
+from bananastand.generations import GenerationRecord, format_time
 from bananastand.storage import UrlSigner
 
 
-def image_urls(record: Generation, signer: UrlSigner) -> list[str]:
+def image_urls(record: GenerationRecord, signer: UrlSigner) -> list[str]:
     return [signer.url(i.id, i.extension, i.expires_at) for i in record.images]
 
 
-def processing_status(record: Generation) -> str:
+def processing_status(record: GenerationRecord) -> str:
     return "processing" if record.state in ("queued", "running") else record.state
 
 
-def record_view(record: Generation, signer: UrlSigner) -> dict[str, Any]:
+def record_view(record: GenerationRecord, signer: UrlSigner) -> dict[str, Any]:
     """`GET /api/v1/generate?id=` → `data`."""
     data: dict[str, Any] = {
         "id": record.id,
@@ -45,7 +44,7 @@ def record_view(record: Generation, signer: UrlSigner) -> dict[str, Any]:
     return data
 
 
-def sync_result(record: Generation, balance: int, signer: UrlSigner) -> dict[str, Any]:
+def sync_result(record: GenerationRecord, balance: int, signer: UrlSigner) -> dict[str, Any]:
     """The sync answer for a settled generation that did not fail outright."""
     if record.warning_message:
         return {
@@ -65,7 +64,7 @@ def sync_result(record: Generation, balance: int, signer: UrlSigner) -> dict[str
     }
 
 
-def final_event(record: Generation, balance: int, signer: UrlSigner) -> dict[str, Any]:
+def final_event(record: GenerationRecord, balance: int, signer: UrlSigner) -> dict[str, Any]:
     """The stream's last event: `complete` (success or safety warning) or `error`."""
     data: dict[str, Any] = {
         "success": record.state == "completed" and not record.warning_message,

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import requests
@@ -56,14 +56,15 @@ class Server:
         )
         lines: queue.Queue[str | None] = queue.Queue()
 
-        def pump() -> None:
-            assert self.process is not None and self.process.stdout is not None
-            for line in self.process.stdout:
-                self.output.append(line)
-                lines.put(line)
+        def pump(out: IO[str]) -> None:
+            with out:  # closed when the process ends (no ResourceWarning)
+                for line in out:
+                    self.output.append(line)
+                    lines.put(line)
             lines.put(None)
 
-        threading.Thread(target=pump, daemon=True).start()
+        assert self.process.stdout is not None
+        threading.Thread(target=pump, args=(self.process.stdout,), daemon=True).start()
         while True:
             try:
                 line = lines.get(timeout=timeout)

@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from tests.conftest import create_database, drop_database, pg_url
 from tests.e2e.conftest import Server, free_port
 from tests.s3 import S3Server
+from tests.support import create_database, drop_database, pg_url
 
 T = TypeVar("T")
 

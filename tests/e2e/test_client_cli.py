@@ -97,6 +97,34 @@ def test_client_models_and_credits(client: Client, server: Server) -> None:
     assert info.value.status == 401 and "nb_wrong" not in str(info.value)
 
 
+def test_client_resume_history_cancel_and_idempotency(client: Client) -> None:
+    events = list(client.stream("A kite", previews=False))
+    ids = [e.id for e in events]
+    assert ids == list(range(len(events)))  # numbered from 0, one by one
+    assert all(e.data is None or e.data.preview_image is None for e in events)
+    generation_id = events[-1].data.generation_id  # type: ignore[union-attr]
+    assert generation_id
+    replayed = list(client.resume(generation_id))
+    assert replayed[-1].type == "complete" and replayed[-1].id == ids[-1]
+    assert list(client.resume(generation_id, last_event_id=ids[-1])) == []
+
+    before = client.credits()
+    first = client.generate("A kite", mode="async", idempotency_key="kite-1")
+    again = client.generate("A kite", mode="async", idempotency_key="kite-1")
+    assert again.generation_id == first.generation_id
+    client.wait(first.generation_id, timeout=60)
+    assert client.credits() == before - 1  # charged once
+
+    page = client.list_generations(limit=1)
+    assert [r.id for r in page.records] == [first.generation_id] and page.next_before
+    assert [r.id for r in client.iter_generations(page_size=1)] == [
+        first.generation_id,
+        generation_id,
+    ]
+    answer = client.cancel(first.generation_id)
+    assert not answer.cancelled and answer.record.processing_status == "completed"
+
+
 # --- the CLI -----------------------------------------------------------------------------
 
 
@@ -158,6 +186,25 @@ def test_cli_models_and_credits(server: Server) -> None:
     assert credits.returncode == 0, credits.stderr
     assert credits.stdout.strip() == "100"
     assert server.demo_key not in credits.stdout + credits.stderr
+
+
+def test_cli_history_cancel_and_idempotency_key(server: Server) -> None:
+    runs = [
+        cli(server, "generate", "A bell", "--mode", "async", "--no-wait", "--idempotency-key", "b")
+        for _ in range(2)
+    ]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr
+    generation_id = runs[0].stdout.strip()
+    assert runs[1].stdout.strip() == generation_id  # the same generation, not a second one
+    assert cli(server, "poll", generation_id, "--wait").returncode == 0
+    history = cli(server, "history", "--limit", "5")
+    assert history.returncode == 0, history.stderr
+    [line] = history.stdout.splitlines()
+    assert line.split("\t")[:3] == [generation_id, "completed", "1"]
+    cancelled = cli(server, "cancel", generation_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "already completed" in cancelled.stdout
+    assert server.demo_key not in history.stdout + cancelled.stdout + cancelled.stderr
 
 
 def test_cli_errors(server: Server, tmp_path: Path) -> None:

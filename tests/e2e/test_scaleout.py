@@ -23,7 +23,6 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.conftest import create_database, drop_database, pg_url
 from tests.e2e.scaleout import (
     NO_FAULTS,
     Deployment,
@@ -38,6 +37,7 @@ from tests.e2e.scaleout import (
     via,
     wait_for,
 )
+from tests.support import create_database, drop_database, pg_url
 
 CONCURRENCY_ERROR = "Too many concurrent API requests for this account"
 COMPLETE_KEYS = {"success", "generationId", "imageUrls", "creditsUsed", "remainingCredits"}

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+
+# Skipped, with this reason in the summary, where the `diffusers` extra is not installed.
+_NEEDS = "needs torch and diffusers: pip install torch, then -e '.[diffusers]'"
+torch = pytest.importorskip("torch", reason=_NEEDS)
+pytest.importorskip("diffusers", reason=_NEEDS)
+
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image, ImageChops, ImageStat
 
@@ -40,7 +45,8 @@ from bananastand.providers.diffusers_pipeline import (
     collect_results,
     resolve_device,
 )
-from tests.conftest import (
+from tests.providers.tiny_pipeline import build_tiny_pipeline
+from tests.support import (
     BOTH_DEPLOYMENTS,
     Api,
     ApiFactory,
@@ -49,7 +55,6 @@ from tests.conftest import (
     parse_sse,
     png_bytes,
 )
-from tests.providers.tiny_pipeline import build_tiny_pipeline
 
 MODEL = "tiny-sd"
 QUICK = "tiny-sd-quick"  # a short model timeout

@@ -30,8 +30,8 @@ from bananastand.providers.gemini import (
     retry_delay,
     settle,
 )
-from tests.conftest import Api, ApiFactory, Key, data_url, make_settings, parse_sse, png_bytes
 from tests.fakes.gemini_server import FakeGemini, running_fake_gemini
+from tests.support import Api, ApiFactory, Key, data_url, make_settings, parse_sse, png_bytes
 
 KEY = "AIzaFAKE-secret-gemini-key-0123456789"
 MODEL = "gemini-2.5-flash-image"

@@ -21,7 +21,6 @@ import pytest
 from PIL import Image
 
 from bananastand.providers.openai_images import OpenAIImagesProvider, size_for_ratio
-from tests.conftest import Api, ApiFactory, Key, data_url, parse_sse, png_bytes, wait_until
 from tests.fakes.openai_server import (
     FakeOpenAI,
     fewer,
@@ -35,6 +34,7 @@ from tests.fakes.openai_server import (
     slow,
     stream_error,
 )
+from tests.support import Api, ApiFactory, Key, data_url, parse_sse, png_bytes, wait_until
 
 KEY = "sk-test-bananastand-7f3a9c2e51"
 MODEL = "gpt-image-1"

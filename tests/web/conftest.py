@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bananastand.db.models import Account
-from tests.conftest import Api
+from tests.support import Api
 
 PASSWORD = "correct horse battery"
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -13,7 +13,7 @@ from bananastand.admin import describe
 from bananastand.web.admin_pages import FLASH_COOKIE
 from bananastand.web.deps import SESSION_COOKIE
 from bananastand.web.deps import _when as when
-from tests.conftest import Api
+from tests.support import Api
 from tests.web.conftest import PASSWORD
 
 ROW = r'href="/console/admin/accounts/\w+">([a-z0-9]+)@example.test</a>'

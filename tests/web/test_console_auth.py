@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import Api
+from tests.support import Api
 from tests.web.conftest import PASSWORD, csrf_of
 
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from bananastand.console_auth import STARTING_GRANT_NOTE
 from bananastand.errors import InvalidRequest
-from tests.conftest import BOTH_DEPLOYMENTS, Api, Key, make_settings
+from tests.support import BOTH_DEPLOYMENTS, Api, Key, make_settings
 
 PASSWORD = "correct horse battery"
 

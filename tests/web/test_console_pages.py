@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.conftest import Api, parse_sse
+from tests.support import Api, parse_sse
 from tests.web.conftest import Browser, csrf_of
 
 NEW_KEY = re.compile(r'data-testid="new-key" readonly value="(nb_[^"]+)"')

@@ -8,7 +8,7 @@ from typing import Any
 
 from bananastand.accounts import AccountInfo, Caller
 from bananastand.validation import GenerateParams
-from tests.conftest import BOTH_DEPLOYMENTS, Api, parse_sse
+from tests.support import BOTH_DEPLOYMENTS, Api, parse_sse
 from tests.web.conftest import Browser
 
 

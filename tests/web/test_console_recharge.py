@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api, ApiFactory
 from tests.fakes.stripe_server import FakeStripe
+from tests.support import Api, ApiFactory
 from tests.test_payments import stripe_settings
 
 

@@ -8,7 +8,7 @@ import io
 import re
 from typing import Any
 
-from tests.conftest import Api
+from tests.support import Api
 from tests.web.conftest import Browser
 from tests.web.test_console_pages import create_key, enabled
 

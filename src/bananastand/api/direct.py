@@ -13,7 +13,7 @@ error boundary (`errors.install`) and the middleware are the same for every rout
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from fastapi import APIRouter
@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from bananastand.accounts import Caller
 from bananastand.errors import InvalidRequest, Unauthorized
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 # `openapi_extra` of a route that needs an API key.
 KEY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 
@@ -41,7 +41,7 @@ class DirectRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Endpoint:
-        return self.endpoint  # type: ignore[no-any-return]
+        return self.endpoint
 
 
 class HotPaths(BaseRoute):
@@ -53,7 +53,7 @@ class HotPaths(BaseRoute):
             for route in router.routes:
                 if isinstance(route, DirectRoute) and "{" not in route.path:
                     handler = route.get_route_handler()
-                    for method in route.methods:
+                    for method in route.methods or ():
                         self._table[(method, route.path)] = (handler, route)
                         if method == "GET":
                             self._table[("HEAD", route.path)] = (handler, route)

@@ -245,7 +245,7 @@ def parse_multipart(body: bytes, content_type: str, *, max_parts: int = _MAX_PAR
         disposition = headers.get("content-disposition")
         if disposition is None:
             raise InvalidRequest("A multipart field without Content-Disposition")
-        params = disposition.params  # type: ignore[attr-defined]
+        params = disposition.params
         name = params.get("name")
         if not name:
             raise InvalidRequest("A multipart field without a name")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -14,8 +15,9 @@ import httpx
 from bananastand.client._errors import (
     APIConnectionError,
     BananastandAPIError,
+    StreamInterruptedError,
     WaitTimeoutError,
-    error_from_response,
+    _error_from_response,
 )
 from bananastand.client._types import (
     _STREAM_CUT,
@@ -23,17 +25,22 @@ from bananastand.client._types import (
     DEFAULT_BASE_URL,
     MAX_RETRY_DELAY,
     RETRY_STATUSES,
+    Cancellation,
     Downloadable,
     Generation,
+    GenerationPage,
     GenerationRecord,
     Model,
     StreamEvent,
     _download_targets,
+    _EventReader,
     _generate_body,
     image_filename,
     parse_retry_after,
-    parse_sse_line,
 )
+
+# POST stream: number the events (`id:` lines), so a broken stream can be resumed.
+_EVENT_IDS = {"X-Stream-Event-Ids": "true"}
 
 
 class _Base:
@@ -60,14 +67,21 @@ class _Base:
     def __repr__(self) -> str:  # never the key
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "bananastand-client"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+        return headers | extra if extra else headers
 
     def _url(self, path: str) -> str:
         return f"{API_PREFIX}{path}"
+
+    def _idempotency(self, key: str | None) -> dict[str, str]:
+        """The Idempotency-Key header of one POST: the caller's key, else (when the
+        POST may be retried) a fresh one, the same for all its retries."""
+        if key is None and self.max_retries > 0:
+            key = uuid.uuid4().hex
+        return {"Idempotency-Key": key} if key is not None else {}
 
     def _retry_delay(self, response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before retrying this answer, or None to not retry."""
@@ -84,7 +98,7 @@ class _Base:
 
 def _raise_for(response: httpx.Response) -> None:
     if response.status_code >= 400:
-        raise error_from_response(response.status_code, response.content, response.headers)
+        raise _error_from_response(response.status_code, response.content, response.headers)
 
 
 def _json(response: httpx.Response) -> Any:
@@ -95,6 +109,29 @@ def _json(response: httpx.Response) -> Any:
         raise BananastandAPIError(
             response.status_code, None, "the server answered with invalid JSON"
         ) from None
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("sync", "async"):
+        raise ValueError("generate() takes mode 'sync' or 'async'; use stream() to stream")
+
+
+def _cut(response: httpx.Response, reader: _EventReader) -> StreamInterruptedError:
+    return StreamInterruptedError(
+        _STREAM_CUT,
+        generation_id=response.headers.get("X-Generation-Id"),
+        last_event_id=reader.last_id,
+    )
+
+
+def _resume_request(
+    generation_id: str, last_event_id: int | None, previews: bool | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    params = {"id": generation_id}
+    if previews is not None:
+        params["previews"] = "true" if previews else "false"
+    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    return params, headers
 
 
 # --- the sync client ---------------------------------------------------------------
@@ -140,18 +177,51 @@ class Client(_Base):
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         attempt = 0
         while True:
             try:
                 response = self._http.request(
-                    method, self._url(path), headers=self._headers(), **kwargs
+                    method, self._url(path), headers=self._headers(headers), **kwargs
                 )
             except httpx.TransportError as exc:
                 raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from None
             delay = self._retry_delay(response, attempt)
             if delay is None:
                 return response
+            attempt += 1
+            self._sleep(delay)
+
+    def _events(
+        self, method: str, path: str, *, headers: dict[str, str], **kwargs: Any
+    ) -> Iterator[StreamEvent]:
+        attempt = 0
+        while True:
+            try:
+                with self._http.stream(
+                    method, self._url(path), headers=self._headers(headers), **kwargs
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        delay = self._retry_delay(response, attempt)
+                        if delay is None:
+                            _raise_for(response)
+                            return
+                    elif response.status_code == 204:  # resumed after the final event
+                        return
+                    else:
+                        reader = _EventReader()
+                        for line in response.iter_lines():
+                            event = reader.feed(line)
+                            if event is not None:
+                                yield event
+                                if event.is_final:
+                                    return
+                        raise _cut(response, reader)
+            except httpx.TransportError as exc:
+                raise APIConnectionError(f"connection to {self.base_url} broke: {exc}") from None
             attempt += 1
             self._sleep(delay)
 
@@ -173,10 +243,12 @@ class Client(_Base):
         mode: Literal["sync", "async"] = "sync",
         seed: int | None = None,
         callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Generation:
-        """sync: waits for the images; async: returns as soon as it is accepted."""
-        if mode not in ("sync", "async"):
-            raise ValueError("generate() takes mode 'sync' or 'async'; use stream() to stream")
+        """sync: waits for the images; async: returns as soon as it is accepted.
+        A repeat with the same `idempotency_key` (24 hours) is answered with the
+        first request's generation, never charged twice."""
+        _check_mode(mode)
         body = _generate_body(
             prompt,
             model=model,
@@ -187,7 +259,10 @@ class Client(_Base):
             seed=seed,
             callback_url=callback_url,
         )
-        return Generation.from_json(_json(self._send("POST", "/generate", json=body)))
+        headers = self._idempotency(idempotency_key)
+        return Generation.from_json(
+            _json(self._send("POST", "/generate", json=body, headers=headers))
+        )
 
     def stream(
         self,
@@ -199,8 +274,12 @@ class Client(_Base):
         reference_image_urls: Iterable[str] | None = None,
         seed: int | None = None,
         callback_url: str | None = None,
+        previews: bool | None = None,
+        idempotency_key: str | None = None,
     ) -> Iterator[StreamEvent]:
-        """The generation's events as they arrive; the last is `complete` or `error`."""
+        """The generation's events as they arrive; the last is `complete` or `error`.
+        `previews=False` leaves the status events' preview images out. A broken
+        stream raises `StreamInterruptedError`, whose ids `resume()` takes."""
         body = _generate_body(
             prompt,
             model=model,
@@ -210,34 +289,49 @@ class Client(_Base):
             mode="stream",
             seed=seed,
             callback_url=callback_url,
+            previews=previews,
         )
-        attempt = 0
-        while True:
-            try:
-                with self._http.stream(
-                    "POST", self._url("/generate"), headers=self._headers(), json=body
-                ) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        delay = self._retry_delay(response, attempt)
-                        if delay is None:
-                            _raise_for(response)
-                    else:
-                        for line in response.iter_lines():
-                            event = parse_sse_line(line)
-                            if event is not None:
-                                yield event
-                                if event.is_final:
-                                    return
-                        raise APIConnectionError(_STREAM_CUT)
-            except httpx.TransportError as exc:
-                raise APIConnectionError(f"connection to {self.base_url} broke: {exc}") from None
-            attempt += 1
-            self._sleep(delay)
+        headers = _EVENT_IDS | self._idempotency(idempotency_key)
+        return self._events("POST", "/generate", headers=headers, json=body)
+
+    def resume(
+        self,
+        generation_id: str,
+        *,
+        last_event_id: int | None = None,
+        previews: bool | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Follow a generation's stream: from its start, or after `last_event_id`
+        (nothing when that was the final event)."""
+        params, headers = _resume_request(generation_id, last_event_id, previews)
+        return self._events("GET", "/generate/stream", headers=headers, params=params)
 
     def get(self, generation_id: str) -> GenerationRecord:
         response = self._send("GET", "/generate", params={"id": generation_id})
         return GenerationRecord.from_json(_json(response)["data"])
+
+    def cancel(self, generation_id: str) -> Cancellation:
+        """Cancel a waiting or running generation (what it did not make is refunded)."""
+        response = self._send("DELETE", "/generate", params={"id": generation_id})
+        return Cancellation.from_json(_json(response))
+
+    def list_generations(self, *, limit: int = 20, before: str | None = None) -> GenerationPage:
+        """One page of the account's generations, newest first; pass the page's
+        `next_before` as `before` for the next one."""
+        params: dict[str, str | int] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return GenerationPage.from_json(_json(self._send("GET", "/generations", params=params)))
+
+    def iter_generations(self, *, page_size: int = 100) -> Iterator[GenerationRecord]:
+        """Every generation of the account, newest first, a page at a time."""
+        before: str | None = None
+        while True:
+            page = self.list_generations(limit=page_size, before=before)
+            yield from page.records
+            if page.next_before is None:
+                return
+            before = page.next_before
 
     def wait(
         self,
@@ -284,7 +378,8 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """The same API as `Client`, with coroutines (`stream` is an async iterator)."""
+    """The same API as `Client`, with coroutines (`stream`, `resume` and
+    `iter_generations` are async iterators)."""
 
     def __init__(
         self,
@@ -323,18 +418,51 @@ class AsyncClient(_Base):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         attempt = 0
         while True:
             try:
                 response = await self._http.request(
-                    method, self._url(path), headers=self._headers(), **kwargs
+                    method, self._url(path), headers=self._headers(headers), **kwargs
                 )
             except httpx.TransportError as exc:
                 raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from None
             delay = self._retry_delay(response, attempt)
             if delay is None:
                 return response
+            attempt += 1
+            await self._sleep(delay)
+
+    async def _events(
+        self, method: str, path: str, *, headers: dict[str, str], **kwargs: Any
+    ) -> AsyncIterator[StreamEvent]:
+        attempt = 0
+        while True:
+            try:
+                async with self._http.stream(
+                    method, self._url(path), headers=self._headers(headers), **kwargs
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        delay = self._retry_delay(response, attempt)
+                        if delay is None:
+                            _raise_for(response)
+                            return
+                    elif response.status_code == 204:
+                        return
+                    else:
+                        reader = _EventReader()
+                        async for line in response.aiter_lines():
+                            event = reader.feed(line)
+                            if event is not None:
+                                yield event
+                                if event.is_final:
+                                    return
+                        raise _cut(response, reader)
+            except httpx.TransportError as exc:
+                raise APIConnectionError(f"connection to {self.base_url} broke: {exc}") from None
             attempt += 1
             await self._sleep(delay)
 
@@ -356,9 +484,9 @@ class AsyncClient(_Base):
         mode: Literal["sync", "async"] = "sync",
         seed: int | None = None,
         callback_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Generation:
-        if mode not in ("sync", "async"):
-            raise ValueError("generate() takes mode 'sync' or 'async'; use stream() to stream")
+        _check_mode(mode)
         body = _generate_body(
             prompt,
             model=model,
@@ -369,9 +497,11 @@ class AsyncClient(_Base):
             seed=seed,
             callback_url=callback_url,
         )
-        return Generation.from_json(_json(await self._send("POST", "/generate", json=body)))
+        headers = self._idempotency(idempotency_key)
+        response = await self._send("POST", "/generate", json=body, headers=headers)
+        return Generation.from_json(_json(response))
 
-    async def stream(
+    def stream(
         self,
         prompt: str,
         *,
@@ -381,6 +511,8 @@ class AsyncClient(_Base):
         reference_image_urls: Iterable[str] | None = None,
         seed: int | None = None,
         callback_url: str | None = None,
+        previews: bool | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
         body = _generate_body(
             prompt,
@@ -391,34 +523,47 @@ class AsyncClient(_Base):
             mode="stream",
             seed=seed,
             callback_url=callback_url,
+            previews=previews,
         )
-        attempt = 0
-        while True:
-            try:
-                async with self._http.stream(
-                    "POST", self._url("/generate"), headers=self._headers(), json=body
-                ) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        delay = self._retry_delay(response, attempt)
-                        if delay is None:
-                            _raise_for(response)
-                    else:
-                        async for line in response.aiter_lines():
-                            event = parse_sse_line(line)
-                            if event is not None:
-                                yield event
-                                if event.is_final:
-                                    return
-                        raise APIConnectionError(_STREAM_CUT)
-            except httpx.TransportError as exc:
-                raise APIConnectionError(f"connection to {self.base_url} broke: {exc}") from None
-            attempt += 1
-            await self._sleep(delay)
+        headers = _EVENT_IDS | self._idempotency(idempotency_key)
+        return self._events("POST", "/generate", headers=headers, json=body)
+
+    def resume(
+        self,
+        generation_id: str,
+        *,
+        last_event_id: int | None = None,
+        previews: bool | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        params, headers = _resume_request(generation_id, last_event_id, previews)
+        return self._events("GET", "/generate/stream", headers=headers, params=params)
 
     async def get(self, generation_id: str) -> GenerationRecord:
         response = await self._send("GET", "/generate", params={"id": generation_id})
         return GenerationRecord.from_json(_json(response)["data"])
+
+    async def cancel(self, generation_id: str) -> Cancellation:
+        response = await self._send("DELETE", "/generate", params={"id": generation_id})
+        return Cancellation.from_json(_json(response))
+
+    async def list_generations(
+        self, *, limit: int = 20, before: str | None = None
+    ) -> GenerationPage:
+        params: dict[str, str | int] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        response = await self._send("GET", "/generations", params=params)
+        return GenerationPage.from_json(_json(response))
+
+    async def iter_generations(self, *, page_size: int = 100) -> AsyncIterator[GenerationRecord]:
+        before: str | None = None
+        while True:
+            page = await self.list_generations(limit=page_size, before=before)
+            for record in page.records:
+                yield record
+            if page.next_before is None:
+                return
+            before = page.next_before
 
     async def wait(
         self,

@@ -7,10 +7,10 @@ import json
 import mimetypes
 import posixpath
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -19,8 +19,6 @@ TERMINAL_STATUSES = frozenset({"completed", "failed"})
 RETRY_STATUSES = frozenset({429, 503})
 MAX_RETRY_DELAY = 60.0
 _STREAM_CUT = "the stream ended before the generation finished"
-
-Mode = Literal["sync", "stream", "async"]
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -123,19 +121,21 @@ class StreamEvent:
     message: str
     progress: int
     data: StreamEventData | None = None
+    id: int | None = None  # the event's number: `resume(…, last_event_id=id)` continues after it
 
     @property
     def is_final(self) -> bool:
         return self.type in ("complete", "error")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StreamEvent:
+    def from_json(cls, data: dict[str, Any], *, id: int | None = None) -> StreamEvent:
         inner = data.get("data")
         return cls(
             type=str(data.get("type", "")),
             message=str(data.get("message", "")),
             progress=int(data.get("progress", 0)),
             data=StreamEventData.from_json(inner) if isinstance(inner, dict) else None,
+            id=id,
         )
 
 
@@ -149,6 +149,12 @@ class GenerationRecord:
     credits_used: int
     created_at: str
     error_message: str | None = None
+    mode: str | None = None
+    quantity: int | None = None
+    aspect_ratio: str | None = None
+    reference_image_count: int = 0
+    warning: bool = False
+    message: str | None = None  # the safety warning's text, with `warning`
 
     @property
     def generation_id(self) -> str:
@@ -169,6 +175,45 @@ class GenerationRecord:
             credits_used=int(data.get("creditsUsed", 0)),
             created_at=data.get("createdAt", ""),
             error_message=data.get("errorMessage"),
+            mode=data.get("mode"),
+            quantity=data.get("quantity"),
+            aspect_ratio=data.get("aspectRatio"),
+            reference_image_count=int(data.get("referenceImageCount", 0)),
+            warning=bool(data.get("warning", False)),
+            message=data.get("message"),
+        )
+
+
+@dataclass(frozen=True)
+class GenerationPage:
+    """One page of `list_generations()`, newest first; `next_before` asks for the
+    next page (None on the last)."""
+
+    records: tuple[GenerationRecord, ...]
+    next_before: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GenerationPage:
+        return cls(
+            records=tuple(GenerationRecord.from_json(item) for item in data.get("data") or ()),
+            next_before=data.get("nextBefore"),
+        )
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """The answer to `cancel()`: whether it stopped the generation, and its record."""
+
+    cancelled: bool
+    message: str
+    record: GenerationRecord
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cancellation:
+        return cls(
+            cancelled=bool(data.get("success", False)),
+            message=str(data.get("message", "")),
+            record=GenerationRecord.from_json(data["data"]),
         )
 
 
@@ -189,6 +234,30 @@ def parse_sse_line(line: str) -> StreamEvent | None:
     if not isinstance(payload, dict):
         return None
     return StreamEvent.from_json(payload)
+
+
+class _EventReader:
+    """Events from a stream's lines, with the number of each from its `id:` line."""
+
+    def __init__(self) -> None:
+        self._id: int | None = None
+        self.last_id: int | None = None
+
+    def feed(self, line: str) -> StreamEvent | None:
+        line = line.rstrip("\r\n")
+        if line.startswith("id:"):
+            value = line[3:].strip()
+            self._id = int(value) if value.isascii() and value.isdigit() else None
+            return None
+        event = parse_sse_line(line)
+        if event is not None:
+            if self._id is not None:
+                event = replace(event, id=self._id)
+                self.last_id = self._id
+            self._id = None
+        elif not line:
+            self._id = None
+        return event
 
 
 def image_filename(generation_id: str, index: int, url: str) -> str:
@@ -228,6 +297,7 @@ def _generate_body(
     mode: str,
     seed: int | None,
     callback_url: str | None = None,
+    previews: bool | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"prompt": prompt, "mode": mode}
     if model is not None:
@@ -243,6 +313,8 @@ def _generate_body(
         body["seed"] = seed
     if callback_url is not None:
         body["callbackUrl"] = callback_url  # a webhook when it ends (extension)
+    if previews is not None:
+        body["previews"] = previews  # stream previews (extension); the server's default: on
     return body
 
 

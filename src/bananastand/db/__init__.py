@@ -173,6 +173,7 @@ class Database:
         with self._lock:
             connection = self._connection(write)
             raw = connection.connection.driver_connection
+            assert raw is not None  # a live pooled connection always has its driver's
             tx = Tx(connection)
             raw.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:

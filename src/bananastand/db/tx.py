@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -58,7 +59,7 @@ class Query(Generic[T]):
 
 
 def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
-    compiled = statement.compile(dialect=dialect)
+    compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
     if compiled.post_compile_params:
         raise ValueError("a Query takes no expanding IN parameters: write `a == x | a == y`")
     positional = bool(compiled.positional)
@@ -69,8 +70,10 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> _Compiled:
         binds.append(
             bind.type.dialect_impl(dialect).bind_processor(dialect) if bind is not None else None
         )
-    columns: Sequence[Any] = getattr(statement, "selected_columns", None) or getattr(
-        statement, "exported_columns", ()
+    columns: Sequence[Any] = (
+        getattr(statement, "selected_columns", None)
+        or getattr(statement, "exported_columns", None)
+        or ()
     )
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.from_thread
+from PIL import Image
 
 from bananastand import render
 from bananastand.catalog import ModelSpec
@@ -48,7 +49,7 @@ class BuiltinProvider:
         for index in range(request.quantity):
             seed = request.seed + index
             message = f"Rendering image {index + 1} of {request.quantity}"
-            on_step = None
+            on_step: render.StepCallback | None = None
             if self.latency_seconds:
                 # Simulated time is spent here, on the event loop: a slow generation
                 # holds no thread (as a slow upstream holds none); only the actual
@@ -62,7 +63,7 @@ class BuiltinProvider:
                     step: int, steps: int, index: int = index, message: str = message
                 ) -> None:
                     tick = index * self.steps + step
-                    anyio.from_thread.run(progress, tick / total_ticks, message)
+                    anyio.from_thread.run(_report, progress, tick / total_ticks, message)
 
             # abandon_on_cancel: a timeout or shutdown does not wait for the thread.
             data = await anyio.to_thread.run_sync(
@@ -123,14 +124,18 @@ def nearest_ratio(width: int, height: int) -> str:
     return min(STANDARD_RATIOS, key=distance)
 
 
+async def _report(progress: Progress, fraction: float, message: str) -> None:
+    await progress(fraction, message)
+
+
 def _render_png(
     prompt: str,
     seed: int,
     width: int,
     height: int,
-    references: list,  # type: ignore[type-arg]
+    references: Sequence[Image.Image],
     steps: int,
-    on_step,  # type: ignore[no-untyped-def]
+    on_step: render.StepCallback | None,
 ) -> bytes:
     image = render.render(
         prompt,

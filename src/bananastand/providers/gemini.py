@@ -170,7 +170,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 def retry_delay(exc: errors.APIError) -> float:
     """Seconds Google asks us to wait (`google.rpc.RetryInfo`, `Retry-After`); 0 if none."""
     body = exc.details if isinstance(exc.details, dict) else {}
-    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    inner = body.get("error")
+    error: dict[str, Any] = inner if isinstance(inner, dict) else body
     wanted = 0.0
     for detail in error.get("details") or []:
         if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith(
@@ -366,7 +367,7 @@ def _config(request: ImageRequest, index: int) -> types.GenerateContentConfig:
     image_size = request.options.get("imageSize")
     image_config = types.ImageConfig(
         aspect_ratio=request.aspect_ratio or None,
-        **({"image_size": str(image_size)} if image_size else {}),
+        image_size=str(image_size) if image_size else None,
     )
     return types.GenerateContentConfig(
         response_modalities=["IMAGE"],

@@ -102,7 +102,7 @@ class _Canvas:
 
     def wave_line(self, rng: np.random.Generator, base: float, amp: float, n: int) -> np.ndarray:
         x = self.xs[0]
-        line = np.full_like(x, base)
+        line: np.ndarray = np.full_like(x, base)
         for k in range(n):
             freq = float(rng.uniform(1.0, 4.0)) * (k + 1) * math.pi
             line += (amp / (k + 1)) * np.sin(x * freq + float(rng.uniform(0, 2 * math.pi)))

@@ -4,6 +4,7 @@ Webhooks)."""
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request
 from sqlalchemy import exists, select
@@ -42,7 +43,7 @@ NOTICES = {
 
 
 def _field(form: object, name: str) -> str:
-    value = form.get(name) if hasattr(form, "get") else None  # type: ignore[union-attr]
+    value = form.get(name) if hasattr(form, "get") else None
     return value if isinstance(value, str) else ""
 
 
@@ -164,7 +165,7 @@ async def dashboard(request: Request, services: ServicesDep, signed: SignedInDep
     )
 
 
-async def _get_started(services: ServicesDep, account: Account) -> dict[str, object]:
+async def _get_started(services: ServicesDep, account: Account) -> dict[str, Any]:
     """The dashboard's "Get started" box: shown until the account's first generation
     (one indexed EXISTS, not a count of its history)."""
     generated = await services.db.read(
@@ -186,7 +187,7 @@ async def _keys_page(
     signed: SignedInDep,
     *,
     status_code: int = 200,
-    **context: object,
+    **context: Any,
 ) -> Response:
     account_id = signed.account.id
     keys = await services.accounts.list_keys(account_id, include_revoked=True)

@@ -78,7 +78,7 @@ def stacked(series: Series, metric: Metric) -> Chart:
     top = nice_top(max((sum(getattr(t, metric) for t in d.values()) for d in days), default=0))
     bars: list[Bar] = []
     for slot, (day, tallies) in enumerate(zip(series.days, days, strict=True)):
-        base = 0
+        base = 0.0
         for model in series.models:
             tally = tallies.get(model)
             value = getattr(tally, metric) if tally else 0
