@@ -128,6 +128,18 @@ class PayloadTooLarge(BananastandError):
     default_message = "Request body too large"
 
 
+class RequestTimeout(BananastandError):
+    status = 408
+    type = "request_timeout"
+    default_message = "The request body did not arrive in time"
+
+
+class HeadersTooLarge(BananastandError):
+    status = 431
+    type = "headers_too_large"
+    default_message = "Request headers too large"
+
+
 class ConcurrencyLimitExceeded(BananastandError):
     status = 429
     type = "concurrency_limit"

@@ -135,9 +135,10 @@ class Worker:
 
         def pump() -> None:
             assert process.stdout is not None
-            for line in process.stdout:
-                self.output.append(line)
-                lines.put(line)
+            with process.stdout as out:  # closed when the process ends (no ResourceWarning)
+                for line in out:
+                    self.output.append(line)
+                    lines.put(line)
             lines.put(None)
 
         threading.Thread(target=pump, daemon=True, name=f"pump-{self.name}").start()
@@ -512,7 +513,8 @@ class RedisServer:
         import redis
 
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
+            with redis.Redis(port=self.port, socket_timeout=0.5) as client:
+                return bool(client.ping())
         except Exception:
             return False
 

@@ -373,6 +373,38 @@ def test_body_over_the_limit_is_413_json(shared_server: Server) -> None:
     assert requests.get(shared_server.url("/api/v1/models"), timeout=10).status_code == 200
 
 
+def test_body_over_the_limit_on_openai_endpoints_is_openai_shaped(shared_server: Server) -> None:
+    # OpenAI's SDK reads `error.message`; the limit answers in that shape on its paths,
+    # whether the size was declared up front or counted as the body arrived.
+    import openai
+
+    client = openai.OpenAI(
+        base_url=shared_server.url("/v1"),
+        api_key=shared_server.headers["Authorization"].removeprefix("Bearer "),
+        max_retries=0,
+    )
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.images.generate(model="nano-banana", prompt="x" * 5000)
+    assert raised.value.status_code == 413
+    error = raised.value.response.json()["error"]
+    assert error["code"] == "payload_too_large" and "too large" in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+    def chunks() -> Iterator[bytes]:
+        body = json.dumps({"model": "nano-banana", "prompt": "x" * 5000}).encode()
+        for i in range(0, len(body), 500):
+            yield body[i : i + 500]
+
+    response = requests.post(
+        shared_server.url("/v1/images/generations"),
+        data=chunks(),
+        headers={**shared_server.headers, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
 @pytest.mark.parametrize(
     "body",
     [b'{"prompt": "a cat",', b"{prompt: 'a cat'}", b'{"prompt": "\xff\xfe"}', b"[1, 2]", b"null"],

@@ -1,12 +1,15 @@
 """The one error boundary: domain errors, validation errors and anything
-unexpected become the contract's JSON (`{"error": …, "type": …}`). Stack traces
-go to the server log only, once each. A database that cannot be reached is a 503
-`server_busy` with Retry-After (the request may be retried), not a 500."""
+unexpected become the contract's JSON (`{"error": …, "type": …}`), or OpenAI's
+(`{"error": {"message", "type", "param", "code"}}`) under its paths
+(`OPENAI_PREFIX`). Stack traces go to the server log only, once each. A database
+that cannot be reached is a 503 `server_busy` with Retry-After (the request may
+be retried), not a 500."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +24,17 @@ from bananastand.errors import BananastandError, InvalidRequest, ServerBusy
 
 log = logging.getLogger(__name__)
 
+OPENAI_PREFIX = "/v1/"  # OpenAI-compatible endpoints answer errors in OpenAI's shape
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
 _HTTP_TYPES = {
     400: "invalid_request",
     401: "unauthorized",
@@ -34,7 +48,37 @@ _HTTP_TYPES = {
 
 
 def error_response(exc: BananastandError) -> JSONResponse:
+    """The contract's shape: `{"error": message, "type": …, …extra}`."""
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def openai_error_response(exc: BananastandError) -> JSONResponse:
+    """OpenAI's shape; `code` is Bananastand's error type, extras kept beside it."""
+    kind = _OPENAI_TYPES.get(
+        exc.status, "server_error" if exc.status >= 500 else "invalid_request_error"
+    )
+    error: dict[str, Any] = {"message": exc.message, "type": kind, "param": None, "code": exc.type}
+    error.update({k: v for k, v in exc.extra.items() if k not in ("success", "error")})
+    return JSONResponse({"error": error}, status_code=exc.status, headers=exc.headers)
+
+
+def from_http_exception(exc: StarletteHTTPException) -> BananastandError:
+    """Starlette's and FastAPI's HTTP errors (a 404 without a route, a 405, a body
+    cut short) as typed errors, so they render like every other."""
+    error = BananastandError(
+        exc.detail if isinstance(exc.detail, str) else "Request failed",
+        headers=getattr(exc, "headers", None),
+    )
+    error.status = exc.status_code  # type: ignore[misc]
+    error.type = _HTTP_TYPES.get(exc.status_code, "error")  # type: ignore[misc]
+    return error
+
+
+def response_for(path: str, exc: BananastandError) -> JSONResponse:
+    """The error in the shape the endpoint at `path` speaks."""
+    if path.startswith(OPENAI_PREFIX):
+        return openai_error_response(exc)
+    return error_response(exc)
 
 
 # What each request field must be, for messages that name the field, not the parser.
@@ -84,7 +128,7 @@ Respond = Callable[[Request, BananastandError], Awaitable[Response]]
 def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
     async def respond(request: Request, exc: BananastandError) -> Response:
         page = await pages(request, exc) if pages is not None else None
-        return page if page is not None else error_response(exc)
+        return page if page is not None else response_for(request.scope["path"], exc)
 
     @app.exception_handler(BananastandError)
     async def _domain(request: Request, exc: BananastandError) -> Response:
@@ -98,13 +142,7 @@ def install(app: FastAPI, *, pages: PageRenderer | None = None) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        error = BananastandError(
-            exc.detail if isinstance(exc.detail, str) else "Request failed",
-            headers=getattr(exc, "headers", None),
-        )
-        error.status = exc.status_code  # type: ignore[misc]
-        error.type = _HTTP_TYPES.get(exc.status_code, "error")  # type: ignore[misc]
-        return await respond(request, error)
+        return await respond(request, from_http_exception(exc))
 
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError) -> Response:

@@ -12,10 +12,12 @@ that take too long (see `server`); this makes the configured limits exact.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bananastand.api.errors import response_for
+from bananastand.errors import BananastandError, HeadersTooLarge, PayloadTooLarge, ServerBusy
 
 BUSY_RETRY_AFTER = 1  # seconds: requests end all the time
 BODY_BYTES_PER_SECOND = 16 * 1024  # the slowest upload rate given extra time
@@ -44,7 +46,7 @@ class RequestLimits:
             return
         if self.in_flight >= self.max_requests:
             message = "Server busy: too many requests at once; retry shortly"
-            await _refuse(send, 503, message, "server_busy", retry_after=BUSY_RETRY_AFTER)
+            await _refuse(scope, receive, send, ServerBusy(message, retry_after=BUSY_RETRY_AFTER))
             return
         head = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
         declared = 0
@@ -57,10 +59,10 @@ class RequestLimits:
                     declared = 0
         if head > self.max_header_bytes:
             message = f"Request headers too large (limit {self.max_header_bytes} bytes)"
-            await _refuse(send, 431, message, "headers_too_large")
+            await _refuse(scope, receive, send, HeadersTooLarge(message))
             return
         if declared > self.max_body_bytes:
-            await _refuse(send, 413, self._body_message, "payload_too_large")
+            await _refuse(scope, receive, send, PayloadTooLarge(self._body_message))
             return
         received = 0
         body_done = False
@@ -104,16 +106,9 @@ class RequestLimits:
         return f"Request body too large (limit {self.max_body_bytes} bytes)"
 
 
-async def _refuse(
-    send: Send, status: int, message: str, kind: str, *, retry_after: int | None = None
-) -> None:
-    body = json.dumps({"error": message, "type": kind}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(scope: Scope, receive: Receive, send: Send, error: BananastandError) -> None:
+    """Answer before the app sees the request, in the shape its endpoint speaks (the
+    error boundary's), and close the connection: its body is not read."""
+    response = response_for(scope.get("path", ""), error)
+    response.headers["Connection"] = "close"
+    await response(scope, receive, send)

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bananastand.accounts import Caller
 from bananastand.api.direct import KEY, DirectRoute, caller
+from bananastand.api.errors import from_http_exception, openai_error_response
 from bananastand.catalog import ModelSpec
 from bananastand.errors import BananastandError, GenerationFailed, InvalidRequest
 from bananastand.services import Services
@@ -36,17 +37,6 @@ from bananastand.validation import GenerateParams
 from bananastand.views import image_urls
 
 log = logging.getLogger(__name__)
-
-# OpenAI's `error.type` per status; `error.code` carries our own type.
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "insufficient_quota",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-}
 
 # OpenAI's fixed sizes and the ratios they stand for.
 _SIZES = {
@@ -69,10 +59,11 @@ def openai_error(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    error: dict[str, Any] = {"message": message, "type": kind, "param": None, "code": code}
-    error.update(extra or {})
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+    """An error of this module's own making, in OpenAI's shape."""
+    error = BananastandError(message, headers=headers, extra=extra)
+    error.status = status  # type: ignore[misc]
+    error.type = code  # type: ignore[misc]
+    return openai_error_response(error)
 
 
 class OpenAIErrorRoute(DirectRoute):
@@ -85,16 +76,9 @@ class OpenAIErrorRoute(DirectRoute):
             try:
                 return await handler(request)
             except BananastandError as exc:
-                extra = {k: v for k, v in exc.extra.items() if k not in ("success", "error")}
-                return openai_error(
-                    exc.status, exc.message, exc.type, headers=exc.headers, extra=extra
-                )
+                return openai_error_response(exc)
             except StarletteHTTPException as exc:  # e.g. 413 from the body size limit
-                message = exc.detail if isinstance(exc.detail, str) else "Request failed"
-                code = "payload_too_large" if exc.status_code == 413 else "invalid_request"
-                return openai_error(
-                    exc.status_code, message, code, headers=getattr(exc, "headers", None)
-                )
+                return openai_error_response(from_http_exception(exc))
             except Exception:
                 log.exception("internal error on %s %s", request.method, request.url.path)
                 return openai_error(500, "Internal server error", "internal_error")
