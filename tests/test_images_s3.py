@@ -51,10 +51,11 @@ def bucket_keys(s3_server: S3Server, settings: dict[str, Any]) -> list[str]:
 async def test_images_and_thumbnails_are_written_to_the_bucket_not_the_disk(
     s3_api: Api, s3_server: S3Server, s3_settings: dict[str, Any]
 ) -> None:
-    _, image_id, extension = await one_image(s3_api)
-    keys = bucket_keys(s3_server, s3_settings)
-    assert f"bananastand/{image_key(image_id, extension)}" in keys
-    assert f"bananastand/{thumb_key(image_id)}" in keys
+    url, image_id, extension = await one_image(s3_api)
+    assert bucket_keys(s3_server, s3_settings) == [f"bananastand/{image_key(image_id, extension)}"]
+    thumb = await s3_api.client.get(path_of(s3_api, url), params={"size": "thumb"})
+    assert thumb.status_code == 200  # made at first look, kept in the bucket
+    assert f"bananastand/{thumb_key(image_id)}" in bucket_keys(s3_server, s3_settings)
     assert not (s3_api.services.settings.data_dir / "files").exists()
     assert isinstance(s3_api.services.generation.storage, ObjectStorage)
 
@@ -139,7 +140,7 @@ async def test_thumbnails_come_from_the_bucket_and_are_made_when_missing(s3_api:
     storage = s3_api.services.generation.storage
     made = await storage.get(thumb_key(image_id))
     assert made == thumb.content
-    await storage.delete(thumb_key(image_id))  # as stored before thumbnails existed
+    await storage.delete(thumb_key(image_id))  # gone: the next look makes it again
     again = await s3_api.client.get(path_of(s3_api, url), params={"size": "thumb"})
     assert again.status_code == 200 and again.content == made
     assert await storage.get(thumb_key(image_id)) == made
@@ -276,7 +277,10 @@ async def test_expired_images_are_deleted_from_the_bucket(
     api = await api_factory(**s3_settings, image_ttl_seconds=0)
     key = await api.account()
     for _ in range(3):
-        assert (await api.generate(key, prompt="gone soon")).status_code == 200
+        answer = await api.generate(key, prompt="gone soon")
+        assert answer.status_code == 200
+        image_id = answer.json()["imageUrls"][0].rsplit("/", 1)[1].split(".")[0]
+        await api.services.generation.storage.put(thumb_key(image_id), b"an earlier look")
     assert len(bucket_keys(s3_server, s3_settings)) == 6  # images and thumbnails
     assert await api.services.generation.sweep_expired() == 3
     assert bucket_keys(s3_server, s3_settings) == []
@@ -287,6 +291,8 @@ async def test_orphans_are_swept_from_the_bucket_once_old(
     s3_api: Api, s3_server: S3Server, s3_settings: dict[str, Any]
 ) -> None:
     url, kept_id, extension = await one_image(s3_api)
+    thumb = await s3_api.client.get(path_of(s3_api, url), params={"size": "thumb"})
+    assert thumb.status_code == 200
     storage = s3_api.services.generation.storage
     assert isinstance(storage, ObjectStorage)
     orphan = image_key("orphanorphanorphan01", "png")

@@ -24,7 +24,7 @@ from typing import Any
 from PIL import Image
 from redis.exceptions import RedisError
 
-from bananastand import metrics, previews, thumbnails
+from bananastand import metrics, previews
 from bananastand.accounts import Caller
 from bananastand.catalog import Catalog
 from bananastand.config import Settings
@@ -625,23 +625,10 @@ class GenerationService:
             mime = Image.MIME.get(image.format or "", "image/png")
         extension = EXTENSIONS.get(mime, "png")
         image_id = secrets.token_urlsafe(18)
-        # The thumbnail is made and written while the image is: one round trip to an
-        # object store, not two (a thumbnail that fails never fails the image).
-        await asyncio.gather(
-            self.storage.put(image_key(image_id, extension), data),
-            self._store_thumbnail(image_id, data),
-        )
+        # No thumbnail here: making one costs far more CPU than the rest of a
+        # request, so the console's first look makes it (`api.images`).
+        await self.storage.put(image_key(image_id, extension), data)
         return ImageFile(image_id, extension, mime, width, height, len(data))
-
-    async def _store_thumbnail(self, image_id: str, data: bytes) -> None:
-        """The console's small rendition, beside the image. One that cannot be made
-        now is made when first asked for (`api.images`): never a failed generation."""
-        try:
-            await self.storage.put(thumb_key(image_id), await thumbnails.make_async(data))
-        except StorageUnavailable:
-            pass  # the store logs its outage once; the image's own write says the rest
-        except Exception:
-            log.warning("image %s: no thumbnail made now", image_id, exc_info=True)
 
     # --- references kept for queued jobs ------------------------------------
     async def _save_references(self, generation_id: str, refs: tuple[ReferenceImage, ...]) -> None:

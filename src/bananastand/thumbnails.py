@@ -1,10 +1,11 @@
 """Thumbnails: small renditions of stored images for the console's lists.
 
-Made once, when an image is stored (by whichever process runs the generation),
-and kept next to it in storage under a name derived from the image id
+Made once, the first time a thumbnail is asked for (see `api.images`), and kept
+next to its image in storage under a name derived from the image id
 (`storage.thumb_key`), so they need no record of their own and are deleted
-with the image. An image stored before thumbnails existed gets one the first
-time it is asked for (see `api.images`).
+with the image. Not made when the image is stored: a thumbnail costs more CPU
+than everything else a generation request does, and most API images are
+never looked at in the console.
 
 WebP when this Pillow can write it, else JPEG. Encoding runs in a worker
 thread: callers use `make_async`.

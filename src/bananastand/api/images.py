@@ -3,7 +3,7 @@ their signed URL is valid (410 after, 404 for anything forged or deleted).
 
 `?size=thumb` asks for the image's thumbnail (see `thumbnails`) under the same
 signed path, so it is exactly as valid as the image: same signature, same
-expiry. An image stored before thumbnails existed gets one made on the spot,
+expiry. The first request for it makes it (then it is kept beside the image),
 and if that fails the image itself is served: never a broken picture.
 
 The bytes come from the storage backend (`storage.Storage`) and are streamed
@@ -167,8 +167,8 @@ async def _redirect(seconds: int, service: GenerationService, key: str) -> Respo
 
 
 async def _thumbnail(service: GenerationService, image_id: str, image: str) -> str | None:
-    """The thumbnail's key, made now from `image` when it has none yet (an image
-    stored before thumbnails); None when it cannot be made."""
+    """The thumbnail's key, made now from `image` the first time it is asked
+    for; None when it cannot be made."""
     key = thumb_key(image_id)
     if await service.storage.stat(key) is not None:
         return key
