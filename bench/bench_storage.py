@@ -138,7 +138,7 @@ async def through_the_app(
 
     from bananastand.app import create_app
     from bananastand.config import Settings
-    from bananastand.services import Services
+    from bananastand.container import Services
     from bananastand.storage import image_key
 
     with tempfile.TemporaryDirectory() as folder:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from bananastand.app import create_app
-from bananastand.services import Services
+from bananastand.container import Services
 from tests.s3 import S3Server
 from tests.support import (
     TEMPLATE_DATABASE,

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from bananastand.config import Settings
-from bananastand.services import Services
+from bananastand.container import Services
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

@@ -96,7 +96,7 @@ def test_operator_actions_are_audited_and_a_password_opens_the_console(  # type:
     import asyncio
 
     from bananastand.config import Settings
-    from bananastand.services import Services
+    from bananastand.container import Services
 
     run("admin", "create-account", "ops@example.com", "--admin")
     run("admin", "recharge", "ops@example.com", "10", "--credits", "10", "--note", "invoice 7")

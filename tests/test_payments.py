@@ -145,7 +145,7 @@ async def test_stripe_refusing_a_session_charges_nothing_and_says_so(shop: Shop)
 
 
 async def test_settings_refuse_a_key_without_a_webhook_secret(tmp_path: Any) -> None:
-    from bananastand.services import Services
+    from bananastand.container import Services
 
     settings = make_settings(tmp_path, stripe_secret_key="sk_test_x")
     with pytest.raises(ValueError, match="WEBHOOK_SECRET"):

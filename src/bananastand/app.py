@@ -27,8 +27,8 @@ from bananastand.api.deps import current_caller
 from bananastand.api.direct import HotPaths
 from bananastand.api.limits import RequestLimits
 from bananastand.config import Settings
+from bananastand.container import Services
 from bananastand.metrics import RequestMetrics
-from bananastand.services import Services
 
 
 def create_app(

@@ -18,7 +18,7 @@ from bananastand.core import Core
 from bananastand.errors import BananastandError, InvalidRequest
 
 if TYPE_CHECKING:
-    from bananastand.services import Services
+    from bananastand.container import Services
 
 T = TypeVar("T")
 
@@ -167,7 +167,7 @@ def worker() -> None:
 
 
 async def _work(settings: Settings) -> None:
-    from bananastand.services import Services
+    from bananastand.container import Services
 
     services = Services.build(settings)
     await services.start("worker")

@@ -1,7 +1,7 @@
 """The services every role needs, and nothing heavy: the database, accounts,
 billing, console sign-in and audited admin actions.
 
-`services.Services` adds generation (backends, storage, the job runner) on top;
+`container.Services` adds generation (backends, storage, the job runner) on top;
 the admin commands use only this, so they start in a fraction of a second.
 """
 

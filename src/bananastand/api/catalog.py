@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from bananastand.api import schemas
 from bananastand.api.direct import DirectRoute
-from bananastand.services import Services
+from bananastand.container import Services
 
 router = APIRouter(prefix="/api/v1", tags=["models"], route_class=DirectRoute)
 

@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from bananastand.accounts import Caller
+from bananastand.container import Services
 from bananastand.errors import Unauthorized
-from bananastand.services import Services
 
 
 async def get_services(request: Request) -> Services:

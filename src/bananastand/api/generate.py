@@ -39,8 +39,8 @@ from bananastand.api.direct import (
     query_required,
     query_text,
 )
+from bananastand.container import Services
 from bananastand.errors import GenerationFailed, InvalidRequest
-from bananastand.services import Services
 from bananastand.validation import GenerateParams
 from bananastand.views import record_view, sync_result
 

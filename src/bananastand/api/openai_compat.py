@@ -30,8 +30,8 @@ from bananastand.accounts import Caller
 from bananastand.api.direct import KEY, DirectRoute, caller
 from bananastand.api.errors import from_http_exception, openai_error_response
 from bananastand.catalog import ModelSpec
+from bananastand.container import Services
 from bananastand.errors import BananastandError, GenerationFailed, InvalidRequest
-from bananastand.services import Services
 from bananastand.storage import image_key
 from bananastand.validation import GenerateParams
 from bananastand.views import image_urls

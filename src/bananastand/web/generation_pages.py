@@ -15,10 +15,10 @@ from starlette.responses import JSONResponse, Response
 from bananastand import thumbnails
 from bananastand.api.deps import ServicesDep
 from bananastand.api.images import THUMB
+from bananastand.container import Services
 from bananastand.db.models import utcnow
 from bananastand.errors import NotFound
 from bananastand.generations import STATUSES, GenerationRecord, HistoryFilter, history_status
-from bananastand.services import Services
 from bananastand.storage import UrlSigner
 from bananastand.views import record_view
 from bananastand.web.deps import (
