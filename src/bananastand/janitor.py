@@ -26,8 +26,8 @@ from bananastand.db.models import Generation, utcnow
 from bananastand.errors import StorageUnavailable
 from bananastand.generations import IS_IN_PROGRESS, TERMINAL
 from bananastand.limits import RedisSlots
+from bananastand.pipeline import GenerationService
 from bananastand.queue import QueueDispatcher
-from bananastand.service import GenerationService
 
 log = logging.getLogger(__name__)
 

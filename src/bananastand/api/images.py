@@ -27,7 +27,7 @@ from bananastand import thumbnails
 from bananastand.api import schemas
 from bananastand.api.deps import ServicesDep
 from bananastand.errors import NotFound, StorageUnavailable
-from bananastand.service import GenerationService
+from bananastand.pipeline import GenerationService
 from bananastand.storage import Stat, image_key, thumb_key
 
 log = logging.getLogger(__name__)
