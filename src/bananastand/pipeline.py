@@ -28,6 +28,7 @@ from bananastand import metrics, previews
 from bananastand.accounts import Caller
 from bananastand.catalog import Catalog
 from bananastand.config import Settings
+from bananastand.contract_json import final_event
 from bananastand.db.models import utcnow
 from bananastand.errors import (
     ConcurrencyLimitExceeded,
@@ -75,7 +76,6 @@ from bananastand.validation import (
     request_hash,
     summarise_reference,
 )
-from bananastand.views import final_event
 from bananastand.webhooks import Webhooks
 
 log = logging.getLogger(__name__)

@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 from sqlalchemy import delete, select, update
 
+from bananastand.contract_json import record_view
 from bananastand.db import Database, Tx
 from bananastand.db.models import Account, WebhookAttempt, WebhookDelivery, utcnow
 from bananastand.errors import InvalidRequest
@@ -51,7 +52,6 @@ from bananastand.references import (
     pinned_transport,
 )
 from bananastand.storage import UrlSigner
-from bananastand.views import record_view
 
 log = logging.getLogger(__name__)
 

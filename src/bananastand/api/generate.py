@@ -40,9 +40,9 @@ from bananastand.api.direct import (
     query_text,
 )
 from bananastand.container import Services
+from bananastand.contract_json import record_view, sync_result
 from bananastand.errors import GenerationFailed, InvalidRequest
 from bananastand.validation import GenerateParams
-from bananastand.views import record_view, sync_result
 
 router = APIRouter(prefix="/api/v1", tags=["generate"], route_class=DirectRoute)
 

@@ -31,10 +31,10 @@ from bananastand.api.direct import KEY, DirectRoute, caller
 from bananastand.api.errors import from_http_exception, openai_error_response
 from bananastand.catalog import ModelSpec
 from bananastand.container import Services
+from bananastand.contract_json import image_urls
 from bananastand.errors import BananastandError, GenerationFailed, InvalidRequest
 from bananastand.storage import image_key
 from bananastand.validation import GenerateParams
-from bananastand.views import image_urls
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Response shapes of the contract, for the OpenAPI document. Routers return
-plain dicts built in `views`; these models describe them (and a test checks that
+plain dicts built in `contract_json`; these models describe them (and a test checks that
 real answers validate against them)."""
 
 from __future__ import annotations

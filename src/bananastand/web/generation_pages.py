@@ -16,11 +16,11 @@ from bananastand import thumbnails
 from bananastand.api.deps import ServicesDep
 from bananastand.api.images import THUMB
 from bananastand.container import Services
+from bananastand.contract_json import record_view
 from bananastand.db.models import utcnow
 from bananastand.errors import NotFound
 from bananastand.generations import STATUSES, GenerationRecord, HistoryFilter, history_status
 from bananastand.storage import UrlSigner
-from bananastand.views import record_view
 from bananastand.web.deps import (
     PREFIX,
     CsrfForm,
