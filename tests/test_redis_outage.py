@@ -12,7 +12,7 @@ from tests.support import Api, states
 async def test_without_redis_nothing_is_admitted_or_charged(api: Api) -> None:
     from redis.asyncio import Redis
 
-    from bananastand.limits import RedisSlots
+    from bananastand.redis_slots import RedisSlots
 
     key = await api.account(credits=10)
     service = api.services.generation
@@ -128,7 +128,7 @@ async def test_a_renewal_from_a_stale_read_never_revives_a_released_slot() -> No
 
     from redis.asyncio import Redis
 
-    from bananastand.limits import RedisSlots
+    from bananastand.redis_slots import RedisSlots
 
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
     slots = RedisSlots(redis, prefix=f"bstest-{secrets.token_hex(4)}", lease_seconds=30)

@@ -34,12 +34,12 @@ from bananastand.core import Core
 from bananastand.db import Database
 from bananastand.errors import Conflict, StorageUnavailable
 from bananastand.generations import Generations
-from bananastand.limits import RedisSlots
 from bananastand.payments import Payments
 from bananastand.pipeline import DurationStats, GenerationService
 from bananastand.progress import ProgressBus
 from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import Provider, build_providers
+from bananastand.redis_slots import RedisSlots
 from bananastand.references import FetchPolicy, ReferenceFetcher
 from bananastand.storage import UrlSigner, open_storage
 from bananastand.webhooks import Webhooks

@@ -25,9 +25,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from bananastand.db.models import Generation, utcnow
 from bananastand.errors import StorageUnavailable
 from bananastand.generations import IS_IN_PROGRESS, TERMINAL
-from bananastand.limits import RedisSlots
 from bananastand.pipeline import GenerationService
 from bananastand.queue import QueueDispatcher
+from bananastand.redis_slots import RedisSlots
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,6 @@ from bananastand.generations import (
 )
 from bananastand.ids import new_id
 from bananastand.jobs import Dispatcher, Runner
-from bananastand.limits import RedisSlots
 from bananastand.previews import without_preview
 from bananastand.progress import FINAL_TYPES, FINISHED_IMAGE, Event, Numbered, ProgressBus
 from bananastand.progress_redis import RedisProgressBus
@@ -59,6 +58,7 @@ from bananastand.providers import (
     ProviderError,
     ReferenceImage,
 )
+from bananastand.redis_slots import RedisSlots
 from bananastand.references import ReferenceFetcher
 from bananastand.storage import (
     EXTENSIONS,
