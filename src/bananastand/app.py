@@ -25,7 +25,7 @@ from bananastand.api import (
 )
 from bananastand.api.deps import current_caller
 from bananastand.api.direct import HotPaths
-from bananastand.api.limits import RequestLimits
+from bananastand.api.request_limits import RequestLimits
 from bananastand.config import Settings
 from bananastand.container import Services
 from bananastand.metrics import RequestMetrics

@@ -11,7 +11,7 @@ Limits that protect the server come from the settings: the request head (line
 and headers) must arrive within `header_timeout_seconds`, and is capped at
 `max_header_bytes` (larger: 431 and the connection closed). Granian refuses a
 head before buffering more than about twice that (its read buffer grows in
-steps); `api.limits` makes the limit exact. SIGTERM or SIGINT stop
+steps); `api.request_limits` makes the limit exact. SIGTERM or SIGINT stop
 accepting connections, let open requests finish within `shutdown_grace_seconds`,
 then run the app's shutdown.
 """
