@@ -13,12 +13,12 @@ from fastapi.routing import APIRoute
 
 from bananastand import __version__, web
 from bananastand.api import (
-    catalog,
     credits,
     errors,
     generate,
     health,
     images,
+    model_list,
     openai_compat,
     payments,
     schemas,
@@ -75,9 +75,9 @@ def create_app(
     app.add_middleware(RequestMetrics)
     # The hot paths first: one lookup finds them (see `api.direct`).
     app.router.routes.append(
-        HotPaths([generate.router, catalog.router, credits.router, openai_compat.router])
+        HotPaths([generate.router, model_list.router, credits.router, openai_compat.router])
     )
-    for module in (generate, catalog, credits, images, health, openai_compat, payments):
+    for module in (generate, model_list, credits, images, health, openai_compat, payments):
         app.include_router(module.router)
     web.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
