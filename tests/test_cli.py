@@ -187,9 +187,9 @@ def test_reconcile_passes_on_honest_books_and_names_a_tampered_account(tmp_path:
 
 
 def test_the_client_commands_default_to_the_clients_base_url() -> None:
-    from bananastand import cli_client, client
+    from bananastand import client, client_cli
 
-    assert cli_client.DEFAULT_BASE_URL == client.DEFAULT_BASE_URL
+    assert client_cli.DEFAULT_BASE_URL == client.DEFAULT_BASE_URL
 
 
 def test_server_logs_keep_http_clients_and_the_google_sdk_quiet() -> None:

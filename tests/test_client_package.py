@@ -61,11 +61,11 @@ def test_the_client_and_its_cli_import_without_the_server() -> None:
                 return None
 
         sys.meta_path.insert(0, Block())
-        import bananastand.client, bananastand.cli_client
+        import bananastand.client, bananastand.client_cli
         from bananastand.client import Client, AsyncClient
         sys.argv = ["bananastand", "serve"]
         try:
-            bananastand.cli_client.main()
+            bananastand.client_cli.main()
         except SystemExit as exc:
             sys.exit(exc.code)
         """

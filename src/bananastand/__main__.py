@@ -1,3 +1,3 @@
-from bananastand.cli_client import main
+from bananastand.client_cli import main
 
 main()

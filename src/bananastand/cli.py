@@ -586,7 +586,7 @@ def migrate_storage(
         raise typer.Exit(1)
 
 
-from bananastand.cli_client import register as _register_client  # noqa: E402
+from bananastand.client_cli import register as _register_client  # noqa: E402
 
 _register_client(app)
 
