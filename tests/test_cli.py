@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bananastand.cli import app
+from bananastand.server_cli import app
 
 
 @pytest.fixture
@@ -197,7 +197,7 @@ def test_server_logs_keep_http_clients_and_the_google_sdk_quiet() -> None:
     or say the same thing on every call."""
     import logging
 
-    from bananastand.cli import _configure_logging
+    from bananastand.server_cli import _configure_logging
 
     _configure_logging("info")
     for name in ("httpx", "httpcore", "httpx2", "google_genai.models", "google_genai.chats"):

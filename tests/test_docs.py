@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bananastand.cli import admin
 from bananastand.config import Settings
+from bananastand.server_cli import admin
 from tests.support import Api
 
 README = (Path(__file__).parent.parent / "README.md").read_text()

@@ -11,8 +11,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from bananastand.cli import app
 from bananastand.object_storage import ObjectStorage
+from bananastand.server_cli import app
 from bananastand.storage import image_key, thumb_key
 from tests.s3 import SECRET_KEY, S3Server
 from tests.support import png_bytes

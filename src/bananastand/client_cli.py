@@ -349,7 +349,7 @@ def _client_only_app(missing: str) -> typer.Typer:
 def main() -> None:
     """`bananastand`: every command with the server installed, else the client's."""
     try:
-        from bananastand.cli import app
+        from bananastand.server_cli import app
     except ModuleNotFoundError as exc:
         root = (exc.name or "").partition(".")[0]
         if root not in SERVER_PACKAGES:
