@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bananastand.config import Settings
-from bananastand.providers import diffusers_pipeline
+from bananastand.providers import diffusers_provider
 from bananastand.providers.base import ImageRequest
 
 
 async def burst(settings: Settings, model: str, requests: int, options: dict) -> tuple[float, int]:  # type: ignore[type-arg]
-    provider = diffusers_pipeline.build(settings, [model])
+    provider = diffusers_provider.build(settings, [model])
     await provider.start()
     reason = provider.unavailable(model)
     assert reason is None, reason

@@ -27,10 +27,10 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image, ImageChops, ImageStat
 
 from bananastand.api import schemas
-from bananastand.providers import ProviderError, Unusable, diffusers_pipeline
+from bananastand.providers import ProviderError, Unusable, diffusers_provider
 from bananastand.providers.base import ReferenceImage
 from bananastand.providers.batching import Batcher, BatcherClosed, Job
-from bananastand.providers.diffusers_local import (
+from bananastand.providers.diffusers_options import (
     IMAGE_TO_IMAGE,
     SAFETY_MESSAGE,
     TEXT_TO_IMAGE,
@@ -39,7 +39,7 @@ from bananastand.providers.diffusers_local import (
     locate,
     output_size,
 )
-from bananastand.providers.diffusers_pipeline import (
+from bananastand.providers.diffusers_provider import (
     DiffusersProvider,
     Output,
     collect_results,
@@ -389,13 +389,13 @@ async def test_no_previews_are_made_unless_someone_watches_a_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     made: list[torch.Tensor] = []
-    original = diffusers_pipeline.latent_preview
+    original = diffusers_provider.latent_preview
 
     def counting(latent: torch.Tensor) -> Image.Image:
         made.append(latent)
         return original(latent)
 
-    monkeypatch.setattr(diffusers_pipeline, "latent_preview", counting)
+    monkeypatch.setattr(diffusers_provider, "latent_preview", counting)
     api = await build(api_factory, tmp_path, tiny_pipeline, preview_every_steps=1)
     key = await api.account(credits=10)
     body = await generate_ok(api, key, prompt="a fox", mode="stream", previews=False)

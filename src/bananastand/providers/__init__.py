@@ -58,7 +58,7 @@ MODULES = {
     "builtin": "bananastand.providers.builtin",
     "gemini": "bananastand.providers.gemini",
     "openai": "bananastand.providers.openai_images",
-    "diffusers": "bananastand.providers.diffusers_local",
+    "diffusers": "bananastand.providers.diffusers_backend",
 }
 
 

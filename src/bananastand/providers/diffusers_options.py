@@ -1,30 +1,20 @@
-"""Local diffusion models (diffusers): the backend's registration and the parts
-that need no torch — catalogue options, output sizes, locating weights.
-
-Importing torch takes seconds, so `create()` first checks (cheaply, with no
-network) whether any catalogued model's weights are here; only then does it
-import `diffusers_pipeline`, where the provider itself lives. A server whose
-catalogue lists `sd-turbo` without its weights therefore starts instantly.
+"""Local diffusion models (diffusers): the parts that need no torch —
+catalogue options, output sizes, locating weights. Imported both by
+`diffusers_backend` (the registration, which must stay cheap) and by
+`diffusers_provider` (the provider itself, which imports torch).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image, ImageOps
 
-from bananastand.catalog import ModelSpec
-from bananastand.config import Settings
-from bananastand.providers import Unusable, register
 from bananastand.providers.base import ReferenceImage
-
-if TYPE_CHECKING:
-    from bananastand.providers.diffusers_pipeline import DiffusersProvider
 
 DOWNLOAD_HINT = "set BANANASTAND_DIFFUSERS_ALLOW_DOWNLOAD=true to fetch"
 NOT_FOUND = (
@@ -150,17 +140,3 @@ def locate(model_id: str, *, allow_download: bool) -> str | None:
     if allow_download or _in_hub_cache(model_id):
         return None
     return NOT_FOUND
-
-
-@register("diffusers")
-def create(settings: Settings, models: Sequence[ModelSpec]) -> DiffusersProvider:
-    model_ids = list(dict.fromkeys(model.backend_model for model in models))
-    reasons = {
-        model_id: locate(model_id, allow_download=settings.diffusers_allow_download)
-        for model_id in model_ids
-    }
-    if all(reasons.values()):
-        raise Unusable("; ".join(dict.fromkeys(r for r in reasons.values() if r)))
-    from bananastand.providers import diffusers_pipeline
-
-    return diffusers_pipeline.build(settings, model_ids)

@@ -66,7 +66,7 @@ from bananastand.providers.base import (
     ProviderResult,
 )
 from bananastand.providers.batching import Batcher, BatcherClosed, Job
-from bananastand.providers.diffusers_local import (
+from bananastand.providers.diffusers_options import (
     IMAGE_TO_IMAGE,
     SAFETY_MESSAGE,
     TEXT_TO_IMAGE,
