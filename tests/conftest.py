@@ -50,9 +50,8 @@ async def api_factory(
         if deployment == "scale-out":
             worker = Services.build(settings)
             await worker.start("worker")
-            task = asyncio.create_task(
-                worker.generation.dispatcher.run_worker(install_signal_handlers=False)  # type: ignore[attr-defined]
-            )
+            assert worker.queue is not None
+            task = asyncio.create_task(worker.queue.run_worker(install_signal_handlers=False))
             workers.append((worker, task))
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://testserver", timeout=30

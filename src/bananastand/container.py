@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from bananastand.core import Core
 from bananastand.db import Database
 from bananastand.errors import Conflict, StorageUnavailable
 from bananastand.generations import Generations
+from bananastand.jobs import Dispatcher, Execute
 from bananastand.payments import Payments
 from bananastand.pipeline import DurationStats, GenerationService
 from bananastand.progress import ProgressBus
@@ -46,6 +48,7 @@ from bananastand.webhooks import Webhooks
 
 if TYPE_CHECKING:
     from bananastand.janitor import Janitor
+    from bananastand.queue import QueueDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class Services:
     webhooks: Webhooks
     payments: Payments
     redis: Redis | None = None
+    # Scale-out: the task queue (also `generation.dispatcher`), which the
+    # `worker` command runs and the janitor watches; None when embedded.
+    queue: QueueDispatcher | None = None
     janitor: Janitor | None = None
     demo_key: CreatedKey | None = None
     # The admin setup code, while no admin exists (printed by `serve`, never logged).
@@ -114,7 +120,7 @@ class Services:
         redis: Redis | None = None
         slots: RedisSlots | None = None
         bus: ProgressBus | RedisProgressBus = ProgressBus()
-        dispatcher = None
+        dispatcher: Callable[[Execute], Dispatcher] | None = None
         if settings.scale_out:
             from bananastand.queue import QueueDispatcher
 
@@ -124,7 +130,7 @@ class Services:
             )
             bus = RedisProgressBus(redis, prefix=settings.redis_prefix)
 
-            def dispatcher(execute):  # type: ignore[no-untyped-def]
+            def dispatcher(execute: Execute) -> Dispatcher:
                 return QueueDispatcher(settings, execute)
 
         webhooks = Webhooks(
@@ -154,8 +160,10 @@ class Services:
             dispatcher=dispatcher,
             webhooks=webhooks,
         )
-        if settings.scale_out:
-            service.dispatcher.follow(service.follow)  # type: ignore[attr-defined]
+        queue = service.dispatcher if settings.scale_out else None
+        if queue is not None:
+            assert isinstance(queue, QueueDispatcher)
+            queue.follow(service.follow)
         return cls(
             settings=settings,
             db=db,
@@ -171,6 +179,7 @@ class Services:
             unusable=unusable,
             generation=service,
             redis=redis,
+            queue=queue,
         )
 
     async def start(self, role: str = "serve") -> None:
@@ -223,12 +232,8 @@ class Services:
         elif role == "worker":
             from bananastand.janitor import Janitor
 
-            assert self.generation.slots is not None
-            self.janitor = Janitor(
-                self.generation,
-                self.generation.dispatcher,  # type: ignore[arg-type]
-                self.generation.slots,
-            )
+            assert self.generation.slots is not None and self.queue is not None
+            self.janitor = Janitor(self.generation, self.queue, self.generation.slots)
             self._background.append(asyncio.create_task(self.janitor.run_forever(), name="janitor"))
 
     async def check_dependencies(self) -> dict[str, str]:

@@ -20,7 +20,10 @@ Execute = Callable[[str], Awaitable[None]]
 
 class Dispatcher(Protocol):
     """Where admitted generations go to run: `Runner` in-process (embedded), or
-    `queue.QueueDispatcher` to worker processes (scale-out)."""
+    `queue.QueueDispatcher` to worker processes (scale-out). Everything the
+    generation pipeline asks of either; what only the task queue does (running a
+    worker, following progress from other processes) is reached through
+    `container.Services.queue`, typed as the queue itself."""
 
     hands_back_all_modes: bool
 

@@ -47,9 +47,6 @@ class ProgressBus:
     def open(self, generation_id: str) -> None:
         self._channels.setdefault(generation_id, _Channel())
 
-    def is_open(self, generation_id: str) -> bool:
-        return generation_id in self._channels
-
     async def publish(self, generation_id: str, event: Event) -> None:
         """Append an event. Progress never goes down; nothing follows a final event."""
         channel = self._channels.get(generation_id)

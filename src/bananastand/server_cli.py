@@ -186,7 +186,8 @@ async def _work(settings: Settings) -> None:
         )
     print(f"Bananastand worker running ({settings.worker_concurrency} at a time)", flush=True)
     try:
-        await services.generation.dispatcher.run_worker()  # type: ignore[attr-defined]
+        assert services.queue is not None  # a scale-out setting, checked above
+        await services.queue.run_worker()
     finally:
         if gauges is not None:
             gauges.cancel()

@@ -62,9 +62,21 @@ def openai_error_response(exc: BananastandError) -> JSONResponse:
     return JSONResponse({"error": error}, status_code=exc.status, headers=exc.headers)
 
 
+class TypedHTTPException(StarletteHTTPException):
+    """A typed error in the one form FastAPI's body parsing lets through (it turns
+    anything else raised while reading a body into its own 400); used by the
+    request-limits middleware. `from_http_exception` hands the typed error back."""
+
+    def __init__(self, error: BananastandError) -> None:
+        super().__init__(error.status, error.message, error.headers or None)
+        self.error = error
+
+
 def from_http_exception(exc: StarletteHTTPException) -> BananastandError:
     """Starlette's and FastAPI's HTTP errors (a 404 without a route, a 405, a body
     cut short) as typed errors, so they render like every other."""
+    if isinstance(exc, TypedHTTPException):
+        return exc.error
     error = BananastandError(
         exc.detail if isinstance(exc.detail, str) else "Request failed",
         headers=getattr(exc, "headers", None),

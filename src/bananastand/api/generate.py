@@ -10,10 +10,6 @@ sends ids, and after a `Last-Event-ID` only what that client has not had.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -39,6 +35,7 @@ from bananastand.api.direct import (
     query_required,
     query_text,
 )
+from bananastand.api.sse import STREAM_HEADERS, event_stream
 from bananastand.container import Services
 from bananastand.contract_json import record_view, sync_result
 from bananastand.errors import GenerationFailed, InvalidRequest
@@ -76,14 +73,7 @@ class GenerateRequest(BaseModel):
 
 
 GENERATION_ID = parameter("id", "Generation id", required=True, type="string", maxLength=64)
-STARTING = {"type": "status", "message": "Starting generation...", "progress": 0}
 EVENT_IDS_HEADER = "X-Stream-Event-Ids"
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _sse(payload: dict[str, Any], event_id: int | None = None) -> bytes:
-    data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-    return data if event_id is None else b"id: %d\n" % event_id + data
 
 
 def _generation_id(request: Request) -> str:
@@ -205,34 +195,6 @@ async def generate(request: Request) -> Response:
             },
         )
     return JSONResponse(sync_result(final, balance, service.signer), headers=replay_headers)
-
-
-async def event_stream(
-    services: Services,
-    generation_id: str,
-    *,
-    ids: bool,
-    opening: bool = False,
-    after: int | None = None,
-    previews: bool = True,
-    finished_images: bool = False,
-) -> AsyncIterator[bytes]:
-    """`finished_images=True`: the console's stream, which also says when each image
-    of a multi-image run is done (see `GenerationService.follow`); never the API's."""
-    if opening:
-        yield _sse(STARTING, 0 if ids else None)
-    async for item in services.generation.follow(
-        generation_id,
-        idle_timeout=services.settings.stream_keepalive_seconds,
-        after=after,
-        previews=previews,
-        finished_images=finished_images,
-    ):
-        if item is None:
-            yield b": keep-alive\n\n"
-        else:
-            seq, event = item
-            yield _sse(event, seq if ids else None)
 
 
 @router.get(

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bananastand.api.errors import response_for
-from bananastand.errors import BananastandError, HeadersTooLarge, PayloadTooLarge, ServerBusy
+from bananastand.api.errors import TypedHTTPException, response_for
+from bananastand.errors import (
+    BananastandError,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServerBusy,
+)
 
 BUSY_RETRY_AFTER = 1  # seconds: requests end all the time
 BODY_BYTES_PER_SECOND = 16 * 1024  # the slowest upload rate given extra time
@@ -69,9 +74,9 @@ class RequestLimits:
         loop = asyncio.get_running_loop()
         started = loop.time()
 
-        # Errors are raised as HTTPException: FastAPI passes those through body
-        # parsing (anything else becomes its 400), and the error boundary renders
-        # them as the contract's JSON.
+        # Typed errors, carried as `TypedHTTPException`: FastAPI passes only those
+        # through body parsing, and the error boundary renders them in the shape
+        # of the endpoint (the contract's JSON, or OpenAI's on /v1).
         async def limited_receive() -> Message:
             nonlocal received, body_done
             if body_done:  # afterwards the app only listens for a disconnect
@@ -81,18 +86,18 @@ class RequestLimits:
                 async with asyncio.timeout_at(deadline):
                     message = await receive()
             except TimeoutError:
-                raise HTTPException(
-                    408,
-                    detail=f"The request body did not arrive in time ({received} bytes in "
+                late = RequestTimeout(
+                    f"The request body did not arrive in time ({received} bytes in "
                     f"{loop.time() - started:.0f} seconds)",
                     headers={"Connection": "close"},
-                ) from None
+                )
+                raise TypedHTTPException(late) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise HTTPException(413, detail=self._body_message)
+                    raise TypedHTTPException(PayloadTooLarge(self._body_message))
             return message
 
         self.in_flight += 1

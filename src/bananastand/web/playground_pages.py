@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from bananastand.accounts import AccountInfo, Caller
 from bananastand.api.deps import ServicesDep
-from bananastand.api.generate import STREAM_HEADERS, event_stream
+from bananastand.api.sse import STREAM_HEADERS, event_stream
 from bananastand.errors import InvalidRequest
 from bananastand.validation import GenerateParams
 from bananastand.web.deps import PREFIX, SignedInDep, check_csrf_header, render
