@@ -20,6 +20,7 @@ from typing import BinaryIO
 from PIL import Image, features
 
 MAX_SIDE = 256
+SIZE_PARAM = "thumb"  # `?size=thumb` on an image's signed URL asks for its thumbnail
 QUALITY = 75
 
 if features.check("webp"):

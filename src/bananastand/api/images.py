@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["images"])
 
 _MIME = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
-THUMB = "thumb"
 
 
 IMAGE_PATH = "/images/{expires}/{signature}/{filename}"
@@ -62,10 +61,10 @@ async def get_image(
     service = services.generation
     settings = services.settings
     image_id, extension = service.signer.verify(expires, signature, filename, now=now)
-    if size not in (None, THUMB) or extension not in _MIME:
+    if size not in (None, thumbnails.SIZE_PARAM) or extension not in _MIME:
         raise NotFound("No such image")
     key, media_type, etag = image_key(image_id, extension), _MIME[extension], f'"{image_id}"'
-    if size == THUMB:
+    if size == thumbnails.SIZE_PARAM:
         thumb = await _thumbnail(service, image_id, key)
         if thumb is not None:  # an image's bytes never change, nor its thumbnail's
             key, media_type, etag = thumb, thumbnails.MIME, f'"{image_id}.thumb"'

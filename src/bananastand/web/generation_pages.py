@@ -14,7 +14,6 @@ from starlette.responses import JSONResponse, Response
 
 from bananastand import thumbnails
 from bananastand.api.deps import ServicesDep
-from bananastand.api.images import THUMB
 from bananastand.container import Services
 from bananastand.contract_json import record_view
 from bananastand.db.models import utcnow
@@ -136,7 +135,7 @@ def _row(record: GenerationRecord, signer: UrlSigner) -> dict[str, Any]:
     images = [
         {
             "url": (url := signer.url(image.id, image.extension, image.expires_at)),
-            "thumb": f"{url}?size={THUMB}",
+            "thumb": f"{url}?size={thumbnails.SIZE_PARAM}",
             "width": image.width,
             "height": image.height,
             "thumb_size": thumbnails.size(image.width, image.height),
