@@ -4,6 +4,7 @@ image and no longer, deleted with it; old images get one when first asked."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import time
@@ -98,6 +99,40 @@ async def test_a_thumbnail_is_made_at_first_look_then_served_from_storage(api: A
     assert kept is not None and kept.read_bytes() == thumb.content  # made once, kept
     kept.write_bytes(b"the stored rendition")  # served from storage, not made again
     assert (await api.download(url + "?size=thumb")).content == b"the stored rendition"
+
+
+async def test_many_asking_at_once_make_one_thumbnail_kept_when_they_leave(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, image_id, extension = await _one_image(api)
+    store = api.services.thumbnails
+    started, release = asyncio.Event(), asyncio.Event()
+    made: list[int] = []
+    real_make = thumbnails.make_async
+
+    async def slow_make(source: bytes) -> bytes:
+        made.append(len(source))
+        started.set()
+        await release.wait()
+        return await real_make(source)
+
+    monkeypatch.setattr(thumbnails, "make_async", slow_make)
+    key = image_key(image_id, extension)
+    askers = [asyncio.create_task(store.key_for(image_id, key)) for _ in range(5)]
+    await started.wait()
+    for asker in askers:  # every request that asked goes away
+        asker.cancel()
+    await asyncio.gather(*askers, return_exceptions=True)
+    release.set()
+    kept = await store.key_for(image_id, key)  # waits for the one being made
+    assert kept == thumb_key(image_id)
+    assert len(made) == 1
+    path = api.services.generation.storage.path(kept)
+    assert path is not None
+    with Image.open(path) as picture:  # kept, though everyone who asked had gone
+        assert picture.format == thumbnails.FORMAT
+    assert (await api.download(url + "?size=thumb")).status_code == 200
+    assert len(made) == 1  # served from storage, not made again
 
 
 async def test_an_image_that_cannot_be_shrunk_is_served_whole(api: Api) -> None:

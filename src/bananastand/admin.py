@@ -121,6 +121,19 @@ class Administration:
             also=audit,
         )
 
+    async def audit_log(
+        self, *, account_id: str | None = None, limit: int = 200
+    ) -> list[AuditEntry]:
+        """The newest audit entries (of one account when `account_id` is given)."""
+        query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+        if account_id is not None:
+            query = query.where(AuditEntry.account_id == account_id)
+
+        def work(tx: Tx) -> list[AuditEntry]:
+            return list(tx.session.scalars(query))
+
+        return await self.db.read(work)
+
     async def audit_page(
         self,
         *,

@@ -44,6 +44,7 @@ from bananastand.providers import Provider, build_providers
 from bananastand.redis_slots import RedisSlots
 from bananastand.references import FetchPolicy, ReferenceFetcher
 from bananastand.storage import UrlSigner, open_storage
+from bananastand.thumbnail_store import ThumbnailStore
 from bananastand.webhooks import Webhooks
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class Services:
     admin: Administration
     webhooks: Webhooks
     payments: Payments
+    thumbnails: ThumbnailStore
     redis: Redis | None = None
     # Scale-out: the task queue (also `generation.dispatcher`), which the
     # `worker` command runs and the janitor watches; None when embedded.
@@ -173,6 +175,7 @@ class Services:
             admin=core.admin,
             webhooks=webhooks,
             payments=Payments(db, core.billing, settings),
+            thumbnails=ThumbnailStore(service.storage),
             catalog=catalog,
             entries=entries,
             providers=providers,

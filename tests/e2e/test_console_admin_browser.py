@@ -12,6 +12,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import requests
 
 from tests.e2e.conftest import Server
@@ -23,6 +24,8 @@ from tests.e2e.test_console_browser import (
     shot,
     sign_up,
 )
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is a test extra").expect
 
 TOKYO = timedelta(hours=9)
 
@@ -203,7 +206,7 @@ def test_the_first_run_dashboard_fits_a_phone(chromium: Any, server_factory: Any
     assert page.get_by_test_id("get-started").is_visible()
     no_sideways_scroll(page)
     page.get_by_role("button", name="Copy").click()
-    assert page.get_by_role("button", name="Copied").is_visible()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
     shot(page, "25-first-run-dashboard-phone")
     assert watch.errors == [], watch.errors
     page.close()

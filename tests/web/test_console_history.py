@@ -19,6 +19,7 @@ from bananastand.db.models import Generation
 from bananastand.generations import NewGeneration
 from bananastand.ids import new_id
 from bananastand.providers.builtin import SAFETY_MESSAGE
+from bananastand.storage import thumb_key
 from tests.support import Api, data_url, png_bytes
 from tests.web.conftest import Browser
 from tests.web.test_console_pages import create_key, enabled
@@ -90,7 +91,13 @@ async def test_history_shows_small_signed_thumbnails_not_the_images(
         json={"prompt": "a square harbour", "aspectRatio": "1:1", "quantity": 2},
     )
     image_urls = made.json()["imageUrls"]
+    image_id = image_urls[0].rsplit("/", 1)[1].split(".")[0]
+    storage = api.services.generation.storage
+    assert storage.path(thumb_key(image_id)) is None  # not made with the image
     page = await user.get("/console/generations")
+    # Made with the page, so the browser's request finds it (a click elsewhere
+    # while it was being made would have cut that request short).
+    assert storage.path(thumb_key(image_id)) is not None
     found = THUMB_IMG.findall(page.text)
     assert len(found) == 1  # one per generation
     src, width, height = found[0]

@@ -16,7 +16,6 @@ reached is a 503 with Retry-After (`StorageUnavailable`), never a 500.
 
 from __future__ import annotations
 
-import logging
 import time
 from email.utils import formatdate
 
@@ -26,11 +25,9 @@ from fastapi.responses import Response, StreamingResponse
 from bananastand import thumbnails
 from bananastand.api import schemas
 from bananastand.api.deps import ServicesDep
-from bananastand.errors import NotFound, StorageUnavailable
+from bananastand.errors import NotFound
 from bananastand.pipeline import GenerationService
-from bananastand.storage import Stat, image_key, thumb_key
-
-log = logging.getLogger(__name__)
+from bananastand.storage import Stat, image_key
 
 router = APIRouter(tags=["images"])
 
@@ -65,7 +62,7 @@ async def get_image(
         raise NotFound("No such image")
     key, media_type, etag = image_key(image_id, extension), _MIME[extension], f'"{image_id}"'
     if size == thumbnails.SIZE_PARAM:
-        thumb = await _thumbnail(service, image_id, key)
+        thumb = await services.thumbnails.key_for(image_id, key)
         if thumb is not None:  # an image's bytes never change, nor its thumbnail's
             key, media_type, etag = thumb, thumbnails.MIME, f'"{image_id}.thumb"'
     max_age = max(0, int(int(expires) - now))
@@ -163,25 +160,6 @@ async def _redirect(seconds: int, service: GenerationService, key: str) -> Respo
     # Cached no longer than the presigned URL lives (it is the same for a while).
     cache = f"private, max-age={max(0, seconds // 2)}"
     return Response(status_code=307, headers={"Location": url, "Cache-Control": cache})
-
-
-async def _thumbnail(service: GenerationService, image_id: str, image: str) -> str | None:
-    """The thumbnail's key, made now from `image` the first time it is asked
-    for; None when it cannot be made."""
-    key = thumb_key(image_id)
-    if await service.storage.stat(key) is not None:
-        return key
-    source = await service.storage.get(image)
-    if source is None:
-        raise NotFound("No such image")
-    try:
-        await service.storage.put(key, await thumbnails.make_async(source))
-    except StorageUnavailable:
-        raise
-    except Exception:
-        log.warning("image %s: could not make its thumbnail", image_id, exc_info=True)
-        return None
-    return key
 
 
 # HEAD answers like GET without the body (download tools and CDNs ask first).

@@ -19,7 +19,7 @@ from bananastand.contract_json import record_view
 from bananastand.db.models import utcnow
 from bananastand.errors import NotFound
 from bananastand.generations import STATUSES, GenerationRecord, HistoryFilter, history_status
-from bananastand.storage import UrlSigner
+from bananastand.storage import UrlSigner, image_key
 from bananastand.web.deps import (
     PREFIX,
     CsrfForm,
@@ -117,10 +117,16 @@ async def history(request: Request, services: ServicesDep, signed: SignedInDep) 
     except NotFound:  # a stale or mangled "Older" link: start from the newest
         return redirect(filters.link())
     signer = services.generation.signer
+    shown = [_row(record, signer) for record in rows[:PAGE_SIZE]]
+    # The listed thumbnails are made before the page is, not by the browser's
+    # requests for them (which a quick click elsewhere would cut short).
+    await services.thumbnails.prepare(
+        (image["id"], image["key"]) for row in shown for image in row["images"][:1]
+    )
     return render(
         request,
         "generations.html",
-        rows=[_row(record, signer) for record in rows[:PAGE_SIZE]],
+        rows=shown,
         filters=filters,
         models=models,
         statuses=STATUSES,
@@ -134,6 +140,8 @@ def _row(record: GenerationRecord, signer: UrlSigner) -> dict[str, Any]:
     live = [i for i in record.images if i.deleted_at is None and i.expires_at > now]
     images = [
         {
+            "id": image.id,
+            "key": image_key(image.id, image.extension),
             "url": (url := signer.url(image.id, image.extension, image.expires_at)),
             "thumb": f"{url}?size={thumbnails.SIZE_PARAM}",
             "width": image.width,
