@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from bananastand import thumbnails
 from bananastand.errors import NotFound, StorageUnavailable
@@ -80,6 +81,6 @@ class ThumbnailStore:
         return key
 
 
-def _quietly(done: asyncio.Future[object]) -> None:
+def _quietly(done: asyncio.Future[Any]) -> None:
     if not done.cancelled():
         done.exception()
