@@ -39,6 +39,7 @@ from bananastand.providers.base import (
     ProviderResult,
     backoff_delay,
 )
+from bananastand.retry_after import retry_after_from_headers
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,8 @@ def retry_delay(exc: errors.APIError) -> float:
             seconds = float(delay.get("seconds") or 0) + float(delay.get("nanos") or 0) / 1e9
             wanted = max(wanted, seconds)
     headers = getattr(getattr(exc, "response", None), "headers", None)
-    with contextlib.suppress(AttributeError, TypeError, ValueError):
-        wanted = max(wanted, float(headers.get("retry-after")))  # type: ignore[union-attr]
+    with contextlib.suppress(AttributeError, TypeError):  # headers of an unknown kind
+        wanted = max(wanted, retry_after_from_headers(headers) or 0.0)
     return wanted
 
 

@@ -26,15 +26,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import email.utils
 import io
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -54,6 +51,7 @@ from bananastand.providers.base import (
     ReferenceImage,
     backoff_delay,
 )
+from bananastand.retry_after import retry_after_from_headers
 
 log = logging.getLogger(__name__)
 
@@ -518,33 +516,8 @@ def _connect_failed(exc: BaseException) -> bool:
 
 
 def _retry_after(response: Any) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, else `retry-after` in
-    seconds or as an HTTP date), or None."""
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            value = float(milliseconds) / 1000
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return max(0.0, value)
-    seconds = headers.get("retry-after")
-    if not seconds:
-        return None
-    try:
-        value = float(seconds)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(seconds)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        value = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, value) if math.isfinite(value) else None
+    """Seconds the server asked us to wait (see `bananastand.retry_after`), or None."""
+    return retry_after_from_headers(getattr(response, "headers", None))
 
 
 @register("openai")
