@@ -17,9 +17,8 @@ from google.genai import errors, types
 from PIL import Image
 
 from bananastand.providers import ImageRequest, ProviderError, ReferenceImage
-from bananastand.providers.base import GeneratedImage
+from bananastand.providers.base import SAFETY_MESSAGE, GeneratedImage
 from bananastand.providers.gemini import (
-    SAFETY_MESSAGE,
     Blocked,
     Failed,
     GeminiProvider,

@@ -33,6 +33,8 @@ from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
 from bananastand.providers import Progress, api_key, register
 from bananastand.providers.base import (
+    SAFETY_MESSAGE,
+    BaseProvider,
     GeneratedImage,
     ImageRequest,
     ProviderError,
@@ -43,7 +45,6 @@ from bananastand.retry_after import retry_after_from_headers
 
 log = logging.getLogger(__name__)
 
-SAFETY_MESSAGE = "Content safety check failed"
 # Candidate finish reasons that are a safety (policy) verdict. NO_IMAGE, OTHER and
 # IMAGE_OTHER say nothing about the content: they are plain failures.
 SAFETY_FINISH_REASONS = frozenset(
@@ -220,8 +221,10 @@ class Run:
 
 
 # --- the provider --------------------------------------------------------------------
-class GeminiProvider:
-    """Calls `models.generate_content` once per image, retrying what can be retried."""
+class GeminiProvider(BaseProvider):
+    """Calls `models.generate_content` once per image, retrying what can be retried.
+    Every model counts as available (`BaseProvider.unavailable`): there is no cheap
+    way to ask upstream, so failures surface per request."""
 
     name = "gemini"
 
@@ -246,12 +249,6 @@ class GeminiProvider:
 
     def __repr__(self) -> str:
         return f"GeminiProvider(concurrency={self._concurrency})"
-
-    def unavailable(self, backend_model: str) -> str | None:
-        return None  # no cheap way to ask upstream; failures surface per request
-
-    async def start(self) -> None:
-        return None
 
     async def aclose(self) -> None:
         await self._aio.aclose()

@@ -40,10 +40,13 @@ import openai
 from openai import AsyncOpenAI
 from PIL import Image
 
+from bananastand.aspect_ratios import parse_ratio
 from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
 from bananastand.providers import Progress, api_key, register
 from bananastand.providers.base import (
+    SAFETY_MESSAGE,
+    BaseProvider,
     GeneratedImage,
     ImageRequest,
     ProviderError,
@@ -57,7 +60,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SAFETY_MESSAGE = "Content safety check failed"
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 SQUARE, LANDSCAPE, PORTRAIT = "1024x1024", "1536x1024", "1024x1536"
 MAX_PARTIAL_IMAGES = 3  # the API's limit
@@ -75,7 +77,7 @@ def size_for_ratio(aspect_ratio: str | None) -> str:
     if not aspect_ratio:
         return "auto"
     try:
-        width, height = (float(part) for part in aspect_ratio.split(":"))
+        width, height = parse_ratio(aspect_ratio)
     except ValueError:
         return "auto"
     if width == height:
@@ -167,7 +169,7 @@ class _Outcome:
 
 # --- the provider ---------------------------------------------------------------------
 @dataclass
-class OpenAIImagesProvider:
+class OpenAIImagesProvider(BaseProvider):
     """The `openai` backend: one `AsyncOpenAI` client shared by every request."""
 
     client: AsyncOpenAI
@@ -184,12 +186,6 @@ class OpenAIImagesProvider:
     def __post_init__(self) -> None:
         self._semaphore = asyncio.Semaphore(self.max_concurrency)
         self._key = self.client.api_key if isinstance(self.client.api_key, str) else ""
-
-    def unavailable(self, backend_model: str) -> str | None:
-        return None
-
-    async def start(self) -> None:
-        return None
 
     async def aclose(self) -> None:
         await self.client.close()
