@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -132,11 +131,3 @@ class BaseProvider(ABC):
 
     async def aclose(self) -> None:
         return None
-
-
-def backoff_delay(attempt: int, base_seconds: float) -> float:
-    """Wait before retry number `attempt` (1, 2, …): jittered over the upper half of
-    an exponential window (`base_seconds`, doubling), so parallel callers spread
-    out yet every wait is real: "gave up after N tries" means upstream had time."""
-    window = base_seconds * 2 ** (attempt - 1)
-    return random.uniform(window / 2, window)
