@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bananastand.providers.base import backoff_delay
+from bananastand.providers.upstream_retry import backoff_delay
 
 
 def test_backoff_is_jittered_within_the_upper_half_of_a_doubling_window() -> None:

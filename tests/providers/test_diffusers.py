@@ -27,17 +27,16 @@ from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 from PIL import Image, ImageChops, ImageStat
 
 from bananastand.api import schemas
+from bananastand.aspect_ratios import size_for_area
 from bananastand.providers import ProviderError, Unusable, diffusers_provider
-from bananastand.providers.base import ReferenceImage
+from bananastand.providers.base import SAFETY_MESSAGE, ReferenceImage
 from bananastand.providers.batching import Batcher, BatcherClosed, Job
 from bananastand.providers.diffusers_options import (
     IMAGE_TO_IMAGE,
-    SAFETY_MESSAGE,
     TEXT_TO_IMAGE,
     Recipe,
     fit_reference,
     locate,
-    output_size,
 )
 from bananastand.providers.diffusers_provider import (
     DiffusersProvider,
@@ -640,7 +639,7 @@ async def test_device_calls_never_exceed_the_concurrency(
     ],
 )
 def test_output_size(aspect: float, base: int, size: tuple[int, int]) -> None:
-    width, height = output_size(aspect, base)
+    width, height = size_for_area(aspect, base, multiple=8)
     assert (width, height) == size
     assert width % 8 == 0 and height % 8 == 0
 

@@ -17,19 +17,15 @@ from google.genai import errors, types
 from PIL import Image
 
 from bananastand.providers import ImageRequest, ProviderError, ReferenceImage
-from bananastand.providers.base import GeneratedImage
+from bananastand.providers.base import SAFETY_MESSAGE, GeneratedImage
 from bananastand.providers.gemini import (
-    SAFETY_MESSAGE,
-    Blocked,
-    Failed,
     GeminiProvider,
-    Made,
     create,
     describe_api_error,
     parse_response,
     retry_delay,
-    settle,
 )
+from bananastand.providers.outcomes import Blocked, Failed, Made, settle
 from tests.fakes.gemini_server import FakeGemini, running_fake_gemini
 from tests.support import Api, ApiFactory, Key, data_url, make_settings, parse_sse, png_bytes
 
@@ -600,17 +596,17 @@ def test_error_descriptions_are_clear_and_safe() -> None:
 
 def test_outcome_policy() -> None:
     image = GeneratedImage(b"png")
-    partial = settle([Made(image), Blocked("IMAGE_SAFETY"), Failed("boom")])
+    partial = settle([Made(image), Blocked("IMAGE_SAFETY"), Failed("boom")], upstream="Gemini")
     assert partial.images == [image]
     assert partial.safety_message is None
     assert partial.errors == [
         "image 2 of 3: blocked by Gemini's safety filter (IMAGE_SAFETY)",
         "image 3 of 3: boom",
     ]
-    verdict = settle([Failed("boom"), Blocked("SAFETY")])
+    verdict = settle([Failed("boom"), Blocked("SAFETY")], upstream="Gemini")
     assert (verdict.images, verdict.safety_message) == ([], SAFETY_MESSAGE)
     with pytest.raises(ProviderError, match=r"^boom; bang$"):
-        settle([Failed("boom"), Failed("bang"), Failed("boom")])
+        settle([Failed("boom"), Failed("bang"), Failed("boom")], upstream="Gemini")
 
 
 def test_no_key_makes_the_backend_unusable(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from bananastand import thumbnails
 from bananastand.db.models import Generation
 from bananastand.generations import NewGeneration
 from bananastand.ids import new_id
-from bananastand.providers.builtin import SAFETY_MESSAGE
+from bananastand.providers.base import SAFETY_MESSAGE
 from bananastand.storage import thumb_key
 from tests.support import Api, data_url, png_bytes
 from tests.web.conftest import Browser

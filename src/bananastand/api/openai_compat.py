@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bananastand.accounts import Caller
 from bananastand.api.direct import KEY, DirectRoute, caller
 from bananastand.api.errors import from_http_exception, openai_error_response
+from bananastand.aspect_ratios import nearest_ratio
 from bananastand.catalog import ModelSpec
 from bananastand.container import Services
 from bananastand.contract_json import image_urls
@@ -162,13 +163,7 @@ def aspect_ratio_for(size: str | None, model: ModelSpec) -> str:
     named = _SIZES.get((width, height))
     if named in model.aspect_ratios:
         return named
-    target = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        rw, rh = ratio.split(":")
-        return abs(math.log(int(rw) / int(rh)) - target)
-
-    return min(model.aspect_ratios, key=distance)
+    return nearest_ratio(width, height, model.aspect_ratios)
 
 
 async def _json_request(request: Request) -> _Request:

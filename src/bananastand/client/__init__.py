@@ -56,9 +56,9 @@ from bananastand.client._types import (
     StreamEventData,
     file_to_data_url,
     image_filename,
-    parse_retry_after,
     parse_sse_line,
 )
+from bananastand.retry_after import parse_retry_after
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from bananastand.client._types import parse_retry_after
+from bananastand.retry_after import parse_retry_after
 
 
 class BananastandClientError(Exception):

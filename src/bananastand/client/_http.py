@@ -36,8 +36,8 @@ from bananastand.client._types import (
     _EventReader,
     _generate_body,
     image_filename,
-    parse_retry_after,
 )
+from bananastand.retry_after import parse_retry_after
 
 # POST stream: number the events (`id:` lines), so a broken stream can be resumed.
 _EVENT_IDS = {"X-Stream-Event-Ids": "true"}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import mimetypes
 import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,24 +17,6 @@ TERMINAL_STATUSES = frozenset({"completed", "failed"})
 RETRY_STATUSES = frozenset({429, 503})
 MAX_RETRY_DELAY = 60.0
 _STREAM_CUT = "the stream ended before the generation finished"
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # --- results -----------------------------------------------------------------------

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from bananastand.config import Settings
 from bananastand.providers.base import (
+    SAFETY_MESSAGE,
+    BaseProvider,
     GeneratedImage,
     ImageRequest,
     Previews,
@@ -27,6 +29,8 @@ from bananastand.providers.base import (
 
 __all__ = [
     "REGISTRY",
+    "SAFETY_MESSAGE",
+    "BaseProvider",
     "GeneratedImage",
     "ImageRequest",
     "Previews",

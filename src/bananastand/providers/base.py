@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import random
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from PIL import Image
+
+#: What a client is told when a backend refuses on safety grounds (the contract's
+#: `warning` answer), whichever backend refused.
+SAFETY_MESSAGE = "Content safety check failed"
 
 
 @dataclass(frozen=True)
@@ -109,9 +113,21 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def backoff_delay(attempt: int, base_seconds: float) -> float:
-    """Wait before retry number `attempt` (1, 2, …): jittered over the upper half of
-    an exponential window (`base_seconds`, doubling), so parallel callers spread
-    out yet every wait is real: "gave up after N tries" means upstream had time."""
-    window = base_seconds * 2 ** (attempt - 1)
-    return random.uniform(window / 2, window)
+class BaseProvider(ABC):
+    """What most backends share: every model served (`unavailable` is None), nothing
+    to warm up at `start`, nothing to release at `aclose`. A subclass sets `name`,
+    writes `generate`, and overrides the others only when it has something to do."""
+
+    name: str
+
+    def unavailable(self, backend_model: str) -> str | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    @abstractmethod
+    async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult: ...
+
+    async def aclose(self) -> None:
+        return None

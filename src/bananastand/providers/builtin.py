@@ -16,21 +16,22 @@ import anyio.from_thread
 from PIL import Image
 
 from bananastand import render
+from bananastand.aspect_ratios import nearest_ratio
 from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
 from bananastand.providers import Progress, register
 from bananastand.providers.base import (
+    SAFETY_MESSAGE,
+    BaseProvider,
     GeneratedImage,
     ImageRequest,
     ProviderError,
     ProviderResult,
 )
 
-SAFETY_MESSAGE = "Content safety check failed"
-
 
 @dataclass
-class BuiltinProvider:
+class BuiltinProvider(BaseProvider):
     latency_seconds: float = 0.0
     failure_rate: float = 0.0
     steps: int = 4
@@ -89,39 +90,16 @@ class BuiltinProvider:
             raise ProviderError("The built-in renderer failed (simulated failure)")
         return ProviderResult(images=images, errors=errors)
 
-    def unavailable(self, backend_model: str) -> str | None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
 
 def _ratio(request: ImageRequest) -> str | None:
+    """The ratio to render: the one asked, else the standard ratio nearest the first
+    reference's shape (image-to-image), else None (square)."""
     if request.aspect_ratio:
         return request.aspect_ratio
-    if request.references:  # image-to-image keeps the first reference's shape
+    if request.references:
         first = request.references[0]
         return nearest_ratio(first.width, first.height)
     return None
-
-
-STANDARD_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-
-
-def nearest_ratio(width: int, height: int) -> str:
-    """The standard aspect ratio closest (in log scale) to width:height."""
-    import math
-
-    target = math.log(width / height)
-
-    def distance(ratio: str) -> float:
-        w, h = ratio.split(":")
-        return abs(math.log(int(w) / int(h)) - target)
-
-    return min(STANDARD_RATIOS, key=distance)
 
 
 async def _report(progress: Progress, fraction: float, message: str) -> None:

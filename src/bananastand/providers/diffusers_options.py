@@ -1,5 +1,5 @@
 """Local diffusion models (diffusers): the parts that need no torch —
-catalogue options, output sizes, locating weights. Imported both by
+catalogue options, references fitted to the output, locating weights. Imported both by
 `diffusers_backend` (the registration, which must stay cheap) and by
 `diffusers_provider` (the provider itself, which imports torch).
 """
@@ -20,7 +20,6 @@ DOWNLOAD_HINT = "set BANANASTAND_DIFFUSERS_ALLOW_DOWNLOAD=true to fetch"
 NOT_FOUND = (
     f"weights not found locally (neither a local folder nor in the hub cache; {DOWNLOAD_HINT})"
 )
-SAFETY_MESSAGE = "Content safety check failed"
 TEXT_TO_IMAGE = "text-to-image"
 IMAGE_TO_IMAGE = "image-to-image"
 
@@ -72,26 +71,6 @@ def _float_option(
     if not low <= float(value) <= high:
         raise ValueError(f"option {name} must be a number in {low:g}..{high:g}")
     return float(value)
-
-
-def parse_ratio(text: str) -> float:
-    """'16:9' -> 16/9; ValueError when it is not `W:H` with positive numbers."""
-    width, sep, height = text.partition(":")
-    if not sep:
-        raise ValueError(f"aspect ratio {text!r} is not W:H")
-    w, h = float(width), float(height)
-    if not (w > 0 and h > 0 and math.isfinite(w / h)):
-        raise ValueError(f"aspect ratio {text!r} is not W:H")
-    return w / h
-
-
-def output_size(aspect: float, base_size: int) -> tuple[int, int]:
-    """(width, height) with width/height ~ `aspect` and the area of a `base_size`
-    square, each side a multiple of 8 (at least 8). Aspect is clamped to 1:8..8:1."""
-    aspect = min(max(aspect, 1 / 8), 8.0)
-    width = base_size * math.sqrt(aspect)
-    height = base_size / math.sqrt(aspect)
-    return max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
 
 
 def fit_reference(reference: ReferenceImage, width: int, height: int) -> Image.Image:

@@ -56,9 +56,12 @@ import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image
 
+from bananastand.aspect_ratios import ratio_value, size_for_area
 from bananastand.config import Settings
 from bananastand.providers import Unusable
 from bananastand.providers.base import (
+    SAFETY_MESSAGE,
+    BaseProvider,
     GeneratedImage,
     ImageRequest,
     Progress,
@@ -68,14 +71,11 @@ from bananastand.providers.base import (
 from bananastand.providers.batching import Batcher, BatcherClosed, Job
 from bananastand.providers.diffusers_options import (
     IMAGE_TO_IMAGE,
-    SAFETY_MESSAGE,
     TEXT_TO_IMAGE,
     Recipe,
     encode_png,
     fit_reference,
     locate,
-    output_size,
-    parse_ratio,
 )
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ def _call_pipeline(
 
 
 # --- the provider ---------------------------------------------------------------------
-class DiffusersProvider:
+class DiffusersProvider(BaseProvider):
     name = "diffusers"
 
     def __init__(
@@ -430,7 +430,7 @@ class DiffusersProvider:
             aspect = self._aspect(request)
         except ValueError as exc:
             raise ProviderError(f"The local model is misconfigured: {exc}") from None
-        width, height = output_size(aspect, recipe.base_size)
+        width, height = size_for_area(aspect, recipe.base_size, multiple=8)
         image_to_image = bool(request.references)
         init_image: Image.Image | None = None
         if image_to_image:
@@ -496,7 +496,7 @@ class DiffusersProvider:
     @staticmethod
     def _aspect(request: ImageRequest) -> float:
         if request.aspect_ratio:
-            return parse_ratio(request.aspect_ratio)
+            return ratio_value(request.aspect_ratio)
         if request.references:
             first = request.references[0]
             return first.width / max(1, first.height)

@@ -3,15 +3,13 @@ official `google-genai` SDK.
 
 One upstream call makes one image: `quantity` images are that many parallel
 calls, bounded across all requests by `gemini_concurrency`. The SDK does not
-retry; this module does, on 429, 5xx and transport errors, with exponential
-backoff (jittered, never below half its window), honouring Google's `RetryInfo`
-and never sleeping past the request's deadline.
+retry; this module does, on 429, 5xx and transport errors, through
+`upstream_retry` (jittered backoff under the request's deadline), honouring
+Google's `RetryInfo`.
 
-Outcome policy: every call ends in an image, a safety block or a failure. Any
-image → those images, with the other calls' reasons as per-image errors (the
-rest is refunded). No image and at least one safety block → the contract's
-safety warning. No image otherwise → `ProviderError` with a message safe to
-show clients (never the key, never a raw exception).
+Every call ends `Made`, `Blocked` or `Failed`; `outcomes.settle` turns a
+request's calls into its result (messages safe to show clients: never the key,
+never a raw exception).
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from google import genai
@@ -33,16 +31,24 @@ from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
 from bananastand.providers import Progress, api_key, register
 from bananastand.providers.base import (
+    BaseProvider,
     GeneratedImage,
     ImageRequest,
-    ProviderError,
     ProviderResult,
-    backoff_delay,
 )
+from bananastand.providers.outcomes import Blocked, Failed, Made, Outcome, settle
+from bananastand.providers.progress_reporter import ProgressReporter
+from bananastand.providers.upstream_retry import (
+    GaveUp,
+    RetryableFailure,
+    RetryPolicy,
+    call_with_retries,
+)
+from bananastand.providers.waiting_ticker import WaitingTicker
+from bananastand.retry_after import retry_after_from_headers
 
 log = logging.getLogger(__name__)
 
-SAFETY_MESSAGE = "Content safety check failed"
 # Candidate finish reasons that are a safety (policy) verdict. NO_IMAGE, OTHER and
 # IMAGE_OTHER say nothing about the content: they are plain failures.
 SAFETY_FINISH_REASONS = frozenset(
@@ -61,6 +67,8 @@ RETRYABLE_CODES = frozenset({429, 500, 502, 503, 504})
 MESSAGE_LIMIT = 300
 TEXT_LIMIT = 200
 WAIT_CEILING = 0.8  # the waiting ticker creeps toward this fraction, never reaching it
+# it closes 1/e of the remaining gap every 20 s: half of it every 20·ln 2 s
+WAIT_HALF_LIFE_SECONDS = 20 * math.log(2)
 RECEIVED_CEILING = 0.85  # fraction once every image has arrived
 MAX_SEED = 2**31
 
@@ -82,24 +90,6 @@ TRANSIENT_ERRORS = _transient_errors()
 
 
 # --- outcomes of one call --------------------------------------------------------
-@dataclass(frozen=True)
-class Made:
-    image: GeneratedImage
-
-
-@dataclass(frozen=True)
-class Blocked:
-    reason: str  # e.g. "IMAGE_SAFETY" or "prompt blocked: SAFETY"
-
-
-@dataclass(frozen=True)
-class Failed:
-    message: str
-
-
-Outcome = Made | Blocked | Failed
-
-
 def parse_response(response: types.GenerateContentResponse) -> Outcome:
     """What one `generateContent` answer amounts to (thought drafts skipped)."""
     candidates = response.candidates or []
@@ -185,8 +175,8 @@ def retry_delay(exc: errors.APIError) -> float:
             seconds = float(delay.get("seconds") or 0) + float(delay.get("nanos") or 0) / 1e9
             wanted = max(wanted, seconds)
     headers = getattr(getattr(exc, "response", None), "headers", None)
-    with contextlib.suppress(AttributeError, TypeError, ValueError):
-        wanted = max(wanted, float(headers.get("retry-after")))  # type: ignore[union-attr]
+    with contextlib.suppress(AttributeError, TypeError):  # headers of an unknown kind
+        wanted = max(wanted, retry_after_from_headers(headers) or 0.0)
     return wanted
 
 
@@ -196,17 +186,9 @@ class Run:
     """One `generate()` call: its progress (never decreasing) and its counters."""
 
     request: ImageRequest
-    progress: Progress
-    fraction: float = 0.0
+    report: ProgressReporter
     received: int = 0
-    sent_at: float | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def report(self, fraction: float | None, message: str) -> None:
-        async with self.lock:
-            if fraction is not None:
-                self.fraction = max(self.fraction, min(fraction, 1.0))
-            await self.progress(self.fraction, message)
+    sent_at: float | None = None  # when the first call got a slot (time.monotonic())
 
     async def image_received(self) -> None:
         self.received += 1
@@ -214,13 +196,20 @@ class Run:
         fraction = 0.1 + (RECEIVED_CEILING - 0.1) * share
         await self.report(fraction, f"Received image {self.received} of {self.request.quantity}")
 
-    def waiting_fraction(self, elapsed: float) -> float:
-        return 0.1 + (WAIT_CEILING - 0.1) * (1 - math.exp(-elapsed / 20))
+    def all_received(self) -> bool:
+        return self.received >= self.request.quantity
+
+    def received_so_far(self) -> str:
+        if not self.received:
+            return ""
+        return f" ({self.received} of {self.request.quantity} images received)"
 
 
 # --- the provider --------------------------------------------------------------------
-class GeminiProvider:
-    """Calls `models.generate_content` once per image, retrying what can be retried."""
+class GeminiProvider(BaseProvider):
+    """Calls `models.generate_content` once per image, retrying what can be retried.
+    Every model counts as available (`BaseProvider.unavailable`): there is no cheap
+    way to ask upstream, so failures surface per request."""
 
     name = "gemini"
 
@@ -246,47 +235,31 @@ class GeminiProvider:
     def __repr__(self) -> str:
         return f"GeminiProvider(concurrency={self._concurrency})"
 
-    def unavailable(self, backend_model: str) -> str | None:
-        return None  # no cheap way to ask upstream; failures surface per request
-
-    async def start(self) -> None:
-        return None
-
     async def aclose(self) -> None:
         await self._aio.aclose()
         self._client.close()
 
     async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult:
-        run = Run(request, progress)
+        run = Run(request, ProgressReporter(progress))
         asked = request.model or request.backend_model
         await run.report(0.05, f"Accepted by {asked}; sending to Gemini")
         contents = _contents(request)
-        ticker = asyncio.create_task(self._tick(run), name="gemini-progress")
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self._one(run, contents, index))
-                    for index in range(request.quantity)
-                ]
-        finally:
-            ticker.cancel()
-            await asyncio.wait([ticker])
-            if not ticker.cancelled() and ticker.exception() is not None:
-                log.warning("gemini progress ticker failed: %r", ticker.exception())
-        return settle([task.result() for task in tasks])
-
-    async def _tick(self, run: Run) -> None:
-        while True:
-            await asyncio.sleep(self.tick_seconds)
-            if run.sent_at is None:
-                continue
-            if run.received >= run.request.quantity:
-                return  # nothing left to wait for
-            elapsed = time.monotonic() - run.sent_at
-            message = f"Waiting for Gemini… {elapsed:.0f} s"
-            if run.received:
-                message += f" ({run.received} of {run.request.quantity} images received)"
-            await run.report(run.waiting_fraction(elapsed), message)
+        ticker = WaitingTicker(
+            run.report,
+            "Gemini",
+            since=lambda: run.sent_at,
+            interval=self.tick_seconds,
+            ceiling=WAIT_CEILING,
+            half_life=WAIT_HALF_LIFE_SECONDS,
+            finished=run.all_received,
+            detail=run.received_so_far,
+        )
+        async with ticker.running(), asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._one(run, contents, index))
+                for index in range(request.quantity)
+            ]
+        return settle([task.result() for task in tasks], upstream="Gemini")
 
     @contextlib.asynccontextmanager
     async def _slot(self, run: Run) -> AsyncIterator[None]:
@@ -304,7 +277,8 @@ class GeminiProvider:
         """One image: one call, retried on 429/5xx/transport errors."""
         request = run.request
         config = _config(request, index)
-        for attempt in range(1, self.max_attempts + 1):
+
+        async def attempt() -> Outcome:
             try:
                 async with self._slot(run):
                     response = await self._aio.models.generate_content(
@@ -315,44 +289,31 @@ class GeminiProvider:
                 if exc.code not in RETRYABLE_CODES:
                     log.warning("gemini call failed: %s", failure)
                     return Failed(failure)
-                short, floor = str(exc.code), retry_delay(exc)
+                raise RetryableFailure(str(exc.code), failure, retry_delay(exc)) from exc
             except TRANSIENT_ERRORS as exc:
                 short = type(exc).__name__
-                failure, floor = f"Could not reach Gemini ({short})", 0.0
+                raise RetryableFailure(short, f"Could not reach Gemini ({short})") from exc
             except ValueError as exc:  # JSON or schema errors reading the answer
                 log.warning("gemini answer unreadable: %s", type(exc).__name__)
                 return Failed("Gemini sent an answer that could not be read")
             except Exception as exc:  # a bug or an SDK surprise: keep the other images
                 log.exception("gemini call failed unexpectedly")
                 return Failed(f"Gemini call failed unexpectedly ({type(exc).__name__})")
-            else:
-                outcome = parse_response(response)
-                if isinstance(outcome, Made):
-                    await run.image_received()
-                return outcome
-            delay = self._backoff(attempt, floor)
-            tries = f"{attempt} {'try' if attempt == 1 else 'tries'}"
-            if attempt == self.max_attempts:
-                log.warning("gemini call failed: %s; gave up after %s", failure, tries)
-                return Failed(f"{failure}; gave up after {tries}")
-            if request.deadline is not None and time.monotonic() + delay >= request.deadline:
-                log.warning("gemini call failed: %s; no time left to retry", failure)
-                return Failed(
-                    f"{failure}; gave up after {tries}: waiting {delay:.1f} s to retry "
-                    "would pass the model's timeout"
-                )
-            log.info("gemini call: %s; retry %d in %.2f s", failure, attempt + 1, delay)
-            await run.report(
-                None,
-                f"Gemini busy ({short}), retrying in {delay:.1f} s "
-                f"(try {attempt + 1} of {self.max_attempts})",
-            )
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+            outcome = parse_response(response)
+            if isinstance(outcome, Made):
+                await run.image_received()
+            return outcome
 
-    def _backoff(self, attempt: int, floor: float) -> float:
-        """Jittered exponential backoff (see `backoff_delay`), at least what upstream asked."""
-        return max(backoff_delay(attempt, self.backoff_seconds), floor)
+        try:
+            return await call_with_retries(
+                attempt,
+                policy=RetryPolicy(self.max_attempts, self.backoff_seconds),
+                deadline=request.deadline,
+                upstream="Gemini",
+                report=run.report,
+            )
+        except GaveUp as exc:
+            return Failed(_gave_up(exc))
 
 
 def _contents(request: ImageRequest) -> list[Any]:
@@ -376,24 +337,15 @@ def _config(request: ImageRequest, index: int) -> types.GenerateContentConfig:
     )
 
 
-def settle(outcomes: Sequence[Outcome]) -> ProviderResult:
-    """Apply the outcome policy (see the module docstring)."""
-    images = [o.image for o in outcomes if isinstance(o, Made)]
-    if not images:
-        if any(isinstance(o, Blocked) for o in outcomes):
-            return ProviderResult(images=[], safety_message=SAFETY_MESSAGE)
-        reasons = dict.fromkeys(o.message for o in outcomes if isinstance(o, Failed))
-        raise ProviderError("; ".join(list(reasons)[:3]) or "Gemini made no image")
-    total = len(outcomes)
-    problems = []
-    for number, outcome in enumerate(outcomes, start=1):
-        if isinstance(outcome, Failed):
-            problems.append(f"image {number} of {total}: {outcome.message}")
-        elif isinstance(outcome, Blocked):
-            problems.append(
-                f"image {number} of {total}: blocked by Gemini's safety filter ({outcome.reason})"
-            )
-    return ProviderResult(images=images, errors=problems)
+def _gave_up(exc: GaveUp) -> str:
+    """The client's message when retrying ended: Gemini's own wording of running out
+    of time (clients have always read it; OpenAI's is `GaveUp`'s own)."""
+    if exc.wait is None:
+        return str(exc)
+    return (
+        f"{exc.failure.message}; gave up after {exc.tries}: waiting {exc.wait:.1f} s to retry "
+        "would pass the model's timeout"
+    )
 
 
 @register("gemini")

@@ -12,9 +12,9 @@ every partial image the API sends becomes a progress stage (and, when the
 request asks for previews, that stage's preview).
 
 The SDK's own retries are off (`max_retries=0`): this module retries 429, 408,
-5xx, connection failures and timeouts itself, with exponential backoff (jittered,
-never below half its window), honouring `retry-after-ms` / `retry-after`, and
-never sleeping past the request's deadline. A provider-wide semaphore bounds the calls in flight
+5xx, connection failures and timeouts itself, through `upstream_retry`
+(jittered backoff under the request's deadline), honouring `retry-after-ms` /
+`retry-after`. A provider-wide semaphore bounds the calls in flight
 (`openai_concurrency`). OpenAI's moderation verdict (400 `moderation_blocked`)
 becomes the contract's safety warning; every other failure becomes a
 `ProviderError` whose message is safe to show to clients: it never holds the API
@@ -26,15 +26,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import email.utils
 import io
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -43,28 +40,40 @@ import openai
 from openai import AsyncOpenAI
 from PIL import Image
 
+from bananastand.aspect_ratios import parse_ratio
 from bananastand.catalog import ModelSpec
 from bananastand.config import Settings
 from bananastand.providers import Progress, api_key, register
 from bananastand.providers.base import (
+    SAFETY_MESSAGE,
+    BaseProvider,
     GeneratedImage,
     ImageRequest,
     ProviderError,
     ProviderResult,
     ReferenceImage,
-    backoff_delay,
 )
+from bananastand.providers.outcomes import (
+    Blocked,
+    Failed,
+    Made,
+    Outcome,
+    safety_verdict,
+    settle,
+)
+from bananastand.providers.progress_reporter import ProgressReporter
+from bananastand.providers.upstream_retry import RetryableFailure, RetryPolicy, call_with_retries
+from bananastand.providers.waiting_ticker import WaitingTicker
+from bananastand.retry_after import retry_after_from_headers
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SAFETY_MESSAGE = "Content safety check failed"
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 SQUARE, LANDSCAPE, PORTRAIT = "1024x1024", "1536x1024", "1024x1536"
 MAX_PARTIAL_IMAGES = 3  # the API's limit
 MAX_UPSTREAM_MESSAGE = 300  # characters of OpenAI's error message shown to clients
-MAX_RETRY_AFTER_SECONDS = 120.0  # when there is no deadline to bound the wait
 TICK_SECONDS = 1.0  # interval of the "Waiting for OpenAI…" progress events
 TICK_CEILING = 0.8  # the waiting ticker creeps toward this fraction, never past it
 TICK_HALF_LIFE_SECONDS = 20.0
@@ -77,7 +86,7 @@ def size_for_ratio(aspect_ratio: str | None) -> str:
     if not aspect_ratio:
         return "auto"
     try:
-        width, height = (float(part) for part in aspect_ratio.split(":"))
+        width, height = parse_ratio(aspect_ratio)
     except ValueError:
         return "auto"
     if width == height:
@@ -90,38 +99,11 @@ class _Blocked(Exception):
     """OpenAI's moderation refused the prompt or the images."""
 
 
-@dataclass(frozen=True)
-class _Transient:
-    """A failure worth retrying."""
-
-    label: str  # "429", "500", "connection error", "timeout"
-    what: str  # e.g. "OpenAI rate limit (429)"
-    retry_after: float | None = None
-
-
 class _Unreadable(Exception):
     """OpenAI answered, but not with anything this module can read."""
 
 
 # --- progress -------------------------------------------------------------------------
-class _Reporter:
-    """Forwards progress, keeping the fraction from ever going down."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self.fraction = 0.0
-
-    async def __call__(
-        self, fraction: float | None, message: str, *, preview: Image.Image | None = None
-    ) -> None:
-        if fraction is not None:
-            self.fraction = max(self.fraction, min(fraction, 1.0))
-        if preview is None:
-            await self._progress(self.fraction, message)
-        else:
-            await self._progress(self.fraction, message, preview=preview)
-
-
 @dataclass
 class _StreamCounter:
     """Partial images received across a request's parallel streams."""
@@ -160,16 +142,9 @@ class _Call:
         return arguments
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    image: GeneratedImage | None = None
-    error: str | None = None
-    blocked: bool = False
-
-
 # --- the provider ---------------------------------------------------------------------
 @dataclass
-class OpenAIImagesProvider:
+class OpenAIImagesProvider(BaseProvider):
     """The `openai` backend: one `AsyncOpenAI` client shared by every request."""
 
     client: AsyncOpenAI
@@ -187,35 +162,36 @@ class OpenAIImagesProvider:
         self._semaphore = asyncio.Semaphore(self.max_concurrency)
         self._key = self.client.api_key if isinstance(self.client.api_key, str) else ""
 
-    def unavailable(self, backend_model: str) -> str | None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
     async def aclose(self) -> None:
         await self.client.close()
 
     # --- generating -----------------------------------------------------------------
     async def generate(self, request: ImageRequest, progress: Progress) -> ProviderResult:
         call = _call_for(request)
-        report = _Reporter(progress)
+        report = ProgressReporter(progress)
         await report(0.05, f"Sending to OpenAI ({request.backend_model})")
-        ticker = asyncio.create_task(self._tick(report), name="openai-ticker")
-        try:
+        started = time.monotonic()
+        ticker = WaitingTicker(
+            report,
+            "OpenAI",
+            since=lambda: started,
+            interval=TICK_SECONDS,
+            ceiling=TICK_CEILING,
+            half_life=TICK_HALF_LIFE_SECONDS,
+        )
+        async with ticker.running():
             if call.partial_images:
                 result = await self._streamed(request, call, report)
             else:
                 result = await self._whole(request, call, report)
-        finally:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
         if result.images:
             count = len(result.images)
             await report(0.95, f"Received {count} image{'s' if count != 1 else ''}")
         return result
 
-    async def _whole(self, request: ImageRequest, call: _Call, report: _Reporter) -> ProviderResult:
+    async def _whole(
+        self, request: ImageRequest, call: _Call, report: ProgressReporter
+    ) -> ProviderResult:
         """One call for all the images, answered as JSON."""
         arguments = call.arguments(request.quantity)
 
@@ -230,7 +206,7 @@ class OpenAIImagesProvider:
         try:
             response = await self._with_retries(request, report, send)
         except _Blocked:
-            return ProviderResult(images=[], safety_message=SAFETY_MESSAGE)
+            return safety_verdict()
         items = response.get("data") if isinstance(response, dict) else None
         if not isinstance(items, list):
             raise ProviderError("OpenAI sent an answer that could not be read")
@@ -249,7 +225,7 @@ class OpenAIImagesProvider:
         return ProviderResult(images=images, errors=errors)
 
     async def _streamed(
-        self, request: ImageRequest, call: _Call, report: _Reporter
+        self, request: ImageRequest, call: _Call, report: ProgressReporter
     ) -> ProviderResult:
         """One streamed call per image (the API streams one image per call), in
         parallel; each partial image is a progress stage."""
@@ -257,26 +233,16 @@ class OpenAIImagesProvider:
         outcomes = await asyncio.gather(
             *(self._stream_one(request, call, report, counter, i) for i in range(request.quantity))
         )
-        images = [o.image for o in outcomes if o.image is not None]
-        if not images:
-            if any(o.blocked for o in outcomes):
-                return ProviderResult(images=[], safety_message=SAFETY_MESSAGE)
-            raise ProviderError(next(o.error for o in outcomes if o.error))
-        errors = [
-            f"image {index + 1}: {o.error or SAFETY_MESSAGE}"
-            for index, o in enumerate(outcomes)
-            if o.image is None
-        ]
-        return ProviderResult(images=images, errors=errors)
+        return settle(outcomes, upstream="OpenAI", describe=_describe_missing, max_reasons=1)
 
     async def _stream_one(
         self,
         request: ImageRequest,
         call: _Call,
-        report: _Reporter,
+        report: ProgressReporter,
         counter: _StreamCounter,
         index: int,
-    ) -> _Outcome:
+    ) -> Outcome:
         arguments = {
             **call.arguments(1),
             "stream": True,
@@ -313,68 +279,43 @@ class OpenAIImagesProvider:
 
         try:
             encoded = await self._with_retries(request, report, send)
-            return _Outcome(image=_decode(encoded, call.output_format))
+            return Made(_decode(encoded, call.output_format))
         except _Blocked:
-            return _Outcome(blocked=True)
-        except _Unreadable as exc:
-            return _Outcome(error=str(exc))
-        except ProviderError as exc:
-            return _Outcome(error=str(exc))
+            return Blocked("moderation_blocked")
+        except (_Unreadable, ProviderError) as exc:
+            return Failed(str(exc))
 
     # --- calling, with retries ------------------------------------------------------
     async def _with_retries(
-        self, request: ImageRequest, report: _Reporter, send: Callable[[], Awaitable[T]]
+        self, request: ImageRequest, report: ProgressReporter, send: Callable[[], Awaitable[T]]
     ) -> T:
         """Run `send` under the concurrency bound; retry transient failures.
         Raises `_Blocked`, `_Unreadable` (from `send`) or `ProviderError`."""
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def attempt() -> T:
             try:
                 return await self._bounded(send)
             except openai.APIStatusError as exc:
-                failure = self._status_failure(exc)
+                raise self._status_failure(exc) from exc
             except openai.APITimeoutError as exc:
-                failure = (
-                    _Transient("connection error", "Could not reach OpenAI")
-                    if _connect_failed(exc)
-                    else _Transient("timeout", "OpenAI did not answer in time")
-                )
-            except openai.APIConnectionError:
-                failure = _Transient("connection error", "Could not reach OpenAI")
+                if _connect_failed(exc):
+                    raise RetryableFailure("connection error", "Could not reach OpenAI") from exc
+                raise RetryableFailure("timeout", "OpenAI did not answer in time") from exc
+            except openai.APIConnectionError as exc:
+                raise RetryableFailure("connection error", "Could not reach OpenAI") from exc
             except openai.APIError as exc:  # an error event inside a stream
-                failure = self._stream_failure(exc)
-            except (_Blocked, _Unreadable):
-                raise
+                raise self._stream_failure(exc) from exc
             except (ValueError, TypeError, KeyError, AttributeError):
                 # e.g. a JSON body cut short: the SDK's json.JSONDecodeError
                 raise ProviderError("OpenAI sent an answer that could not be read") from None
-            tries = f"{attempt} tr{'ies' if attempt != 1 else 'y'}"
-            if attempt >= self.max_attempts:
-                raise ProviderError(f"{failure.what}; gave up after {tries}")
-            delay = failure.retry_after
-            if delay is None:
-                delay = backoff_delay(attempt, self.backoff_seconds)
-            if request.deadline is not None:
-                if time.monotonic() + delay >= request.deadline:
-                    raise ProviderError(
-                        f"{failure.what}; gave up after {tries} (no time left to retry)"
-                    )
-            else:
-                delay = min(delay, MAX_RETRY_AFTER_SECONDS)
-            log.info(
-                "openai: %s, retrying in %.1f s (try %d of %d)",
-                failure.label,
-                delay,
-                attempt + 1,
-                self.max_attempts,
-            )
-            await report(
-                None,
-                f"OpenAI busy ({failure.label}), retrying in {delay:.1f} s "
-                f"(try {attempt + 1} of {self.max_attempts})",
-            )
-            await asyncio.sleep(delay)
+
+        return await call_with_retries(
+            attempt,
+            policy=RetryPolicy(self.max_attempts, self.backoff_seconds),
+            deadline=request.deadline,
+            upstream="OpenAI",
+            report=report,
+        )
 
     async def _bounded(self, send: Callable[[], Awaitable[T]]) -> T:
         self.waiting += 1
@@ -389,16 +330,16 @@ class OpenAIImagesProvider:
             self.in_flight -= 1
             self._semaphore.release()
 
-    def _status_failure(self, exc: openai.APIStatusError) -> _Transient:
+    def _status_failure(self, exc: openai.APIStatusError) -> RetryableFailure:
         """Classify an HTTP error: return it when worth retrying, raise otherwise."""
         status = exc.status_code
         code = exc.code or ""
         if code == "moderation_blocked":
             raise _Blocked()
         if status == 429:
-            return _Transient("429", "OpenAI rate limit (429)", _retry_after(exc.response))
+            return RetryableFailure("429", "OpenAI rate limit (429)", _retry_after(exc.response))
         if status >= 500 or status in RETRYABLE_STATUSES:
-            return _Transient(
+            return RetryableFailure(
                 str(status), f"OpenAI server error ({status})", _retry_after(exc.response)
             )
         if status in (401, 403):
@@ -412,13 +353,13 @@ class OpenAIImagesProvider:
             f"OpenAI rejected the request ({status} {kind}): {self._upstream_text(exc)}"
         )
 
-    def _stream_failure(self, exc: openai.APIError) -> _Transient:
+    def _stream_failure(self, exc: openai.APIError) -> RetryableFailure:
         """Classify an `error` event received inside a stream."""
         code = exc.code or ""
         if code == "moderation_blocked":
             raise _Blocked()
         if exc.type == "server_error" or code in ("server_error", "rate_limit_exceeded"):
-            return _Transient("stream error", "OpenAI failed while streaming")
+            return RetryableFailure("stream error", "OpenAI failed while streaming")
         raise ProviderError(f"OpenAI failed while streaming: {self._upstream_text(exc)}")
 
     def _upstream_text(self, exc: openai.APIError) -> str:
@@ -435,19 +376,15 @@ class OpenAIImagesProvider:
             message = message[: MAX_UPSTREAM_MESSAGE - 1].rstrip() + "…"
         return message
 
-    # --- waiting --------------------------------------------------------------------
-    @staticmethod
-    async def _tick(report: _Reporter) -> None:
-        """Every second while OpenAI works: say so, creeping toward TICK_CEILING."""
-        started = time.monotonic()
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            elapsed = time.monotonic() - started
-            creep = 0.1 + (TICK_CEILING - 0.1) * (1 - 0.5 ** (elapsed / TICK_HALF_LIFE_SECONDS))
-            await report(min(creep, TICK_CEILING), f"Waiting for OpenAI… {elapsed:.0f} s")
-
 
 # --- helpers ----------------------------------------------------------------------------
+def _describe_missing(number: int, total: int, outcome: Blocked | Failed, upstream: str) -> str:
+    """A streamed image not made, as OpenAI's clients have always read it:
+    "image 2: <reason>" (a moderation block: the safety message)."""
+    reason = SAFETY_MESSAGE if isinstance(outcome, Blocked) else outcome.message
+    return f"image {number}: {reason}"
+
+
 def _call_for(request: ImageRequest) -> _Call:
     options = request.options
     output_format = str(options.get("outputFormat", "png")).lower()
@@ -518,33 +455,8 @@ def _connect_failed(exc: BaseException) -> bool:
 
 
 def _retry_after(response: Any) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, else `retry-after` in
-    seconds or as an HTTP date), or None."""
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            value = float(milliseconds) / 1000
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return max(0.0, value)
-    seconds = headers.get("retry-after")
-    if not seconds:
-        return None
-    try:
-        value = float(seconds)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(seconds)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        value = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, value) if math.isfinite(value) else None
+    """Seconds the server asked us to wait (see `bananastand.retry_after`), or None."""
+    return retry_after_from_headers(getattr(response, "headers", None))
 
 
 @register("openai")

@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 import re
 
-#: Output sizes of the ten standard ratios: about 1 MP, multiples of 16, and exactly the
-#: requested ratio (Gemini's own ~1K table rounds some ratios by up to 3 %).
+from bananastand.aspect_ratios import parse_ratio, ratio_distance
+
+#: Output sizes of the ten standard ratios (`bananastand.aspect_ratios.STANDARD_RATIOS`): about
+#: 1 MP, multiples of 16, and exactly the requested ratio (Gemini's own ~1K table rounds some
+#: ratios by up to 3 %).
 SIZES: dict[str, tuple[int, int]] = {
     "1:1": (1024, 1024),
     "2:3": (832, 1248),
@@ -32,7 +35,7 @@ def _reduce(rw: int, rh: int) -> tuple[int, int]:
 
 
 _SIZES_BY_REDUCED: dict[tuple[int, int], tuple[int, int]] = {
-    _reduce(*map(int, key.split(":"))): size for key, size in SIZES.items()
+    _reduce(*(int(term) for term in parse_ratio(key))): size for key, size in SIZES.items()
 }
 
 #: Largest accepted width or height for :func:`bananastand.render.render`.
@@ -69,14 +72,14 @@ def size_for_ratio(aspect_ratio: str | None) -> tuple[int, int]:
 
 def _size_near_area(rw: int, rh: int) -> tuple[int, int]:
     """Multiple-of-16 size of about 1024^2 pixels whose ratio is closest to ``rw:rh``."""
-    target = math.log(rw / rh)
+    target = rw / rh
     best: tuple[float, float, int, int] | None = None
     for w in range(16, MAX_SIDE + 1, 16):
         h = max(16, round(w * rh / rw / 16) * 16)
         area_err = abs(math.log(w * h / _TARGET_AREA))
         if area_err > _AREA_TOLERANCE:
             continue
-        ratio_err = round(abs(math.log(w / h) - target), 9)
+        ratio_err = round(ratio_distance(w / h, target), 9)
         cand = (ratio_err, area_err, w, h)
         if best is None or cand < best:
             best = cand
