@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,17 +174,15 @@ class Output:
 
 @dataclass(frozen=True)
 class CallRecord:
-    model: str
     mode: str  # TEXT_TO_IMAGE or IMAGE_TO_IMAGE
     requests: int
     images: int
-    seconds: float
     ok: bool
 
 
 @dataclass
 class DiffusersStats:
-    """Counters for tests and metrics."""
+    """What the pipeline calls did: read by the tests and `bench/bench_diffusers.py`."""
 
     pipeline_calls: int = 0
     failed_calls: int = 0
@@ -192,28 +190,16 @@ class DiffusersStats:
     calls_by_mode: Counter[str] = field(default_factory=Counter)
     images_per_call: Counter[int] = field(default_factory=Counter)  # images -> calls
     requests_per_call: Counter[int] = field(default_factory=Counter)  # requests -> calls
-    recent: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=256))
 
     def record(self, call: CallRecord) -> None:
         self.pipeline_calls += 1
         self.calls_by_mode[call.mode] += 1
         self.images_per_call[call.images] += 1
         self.requests_per_call[call.requests] += 1
-        self.recent.append(call)
         if call.ok:
             self.images += call.images
         else:
             self.failed_calls += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "pipelineCalls": self.pipeline_calls,
-            "failedCalls": self.failed_calls,
-            "images": self.images,
-            "callsByMode": dict(self.calls_by_mode),
-            "imagesPerCall": {str(k): v for k, v in sorted(self.images_per_call.items())},
-            "requestsPerCall": {str(k): v for k, v in sorted(self.requests_per_call.items())},
-        }
 
 
 # (step, steps, previews: one per job of the call, or None when this step has none)
@@ -547,7 +533,6 @@ class DiffusersProvider(BaseProvider):
         pump = asyncio.create_task(self._pump(steps, jobs))
         pipe = lane.image2image if key.image_to_image else lane.text2image
         mode = IMAGE_TO_IMAGE if key.image_to_image else TEXT_TO_IMAGE
-        started = time.monotonic()
         ok = False
         try:
             outputs = await asyncio.to_thread(_call_pipeline, pipe, kwargs, on_step)
@@ -570,9 +555,7 @@ class DiffusersProvider(BaseProvider):
             raise ProviderError(f"The local model failed ({_failure_kind(exc)})") from None
         finally:
             loaded.lanes.put_nowait(lane)
-            self.stats.record(
-                CallRecord(key.model, mode, len(jobs), len(prompts), time.monotonic() - started, ok)
-            )
+            self.stats.record(CallRecord(mode, len(jobs), len(prompts), ok))
             steps.put_nowait(None)
             await asyncio.wait([pump])  # every step reported before any result
         results: list[list[Output]] = []
