@@ -123,6 +123,34 @@ async def test_image_to_image_with_data_urls_costs_extra_per_additional_referenc
     assert data["referenceImageCount"] == 2
 
 
+async def test_an_image_of_this_server_is_a_reference_read_from_its_own_storage(
+    api: Api,
+) -> None:
+    key = await api.account(credits=10)
+    wide = (await api.generate(key, prompt="a long train", aspectRatio="16:9")).json()
+    url = wide["imageUrls"][0]
+    # Its public base URL resolves nowhere from here: only the store can answer,
+    # as it does for a server on a private or local address.
+    answer = await api.generate(key, prompt="the same train at night", referenceImageUrls=[url])
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    image = Image.open(io.BytesIO((await api.download(body["imageUrls"][0])).content))
+    assert image.width / image.height > 1.6  # "default" took the reference's 16:9 shape
+    assert (await api.poll(key, body["generationId"]))["referenceImageCount"] == 1
+
+    base, expires, signature, filename = url.rsplit("/", 3)
+    for bad, why in (
+        (f"{base}/{expires}/{signature[:-2]}AA/{filename}", "No such image"),
+        (f"{base}/{int(expires) + 1}/{signature}/{filename}", "No such image"),
+    ):
+        refused = await api.generate(key, prompt="forged", referenceImageUrls=[bad])
+        assert refused.status_code == 400
+        assert refused.json()["error"] == (
+            f"referenceImageUrls[0]: {why} (an image URL of this server)"
+        )
+    assert await api.balance(key) == 8  # the refusals cost nothing
+
+
 async def test_image_to_image_output_is_derived_from_the_reference(api: Api) -> None:
     key = await api.account()
     reference = Image.new("RGB", (256, 256), (0, 0, 0))

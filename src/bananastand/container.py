@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from bananastand.progress_redis import RedisProgressBus
 from bananastand.providers import Provider, build_providers
 from bananastand.redis_slots import RedisSlots
 from bananastand.references import FetchPolicy, ReferenceFetcher
-from bananastand.storage import UrlSigner, open_storage
+from bananastand.storage import UrlSigner, open_storage, read_own_image
 from bananastand.thumbnail_store import ThumbnailStore
 from bananastand.webhooks import Webhooks
 
@@ -109,6 +110,8 @@ class Services:
         catalog = _offered(entries, providers, unusable)
         durations = DurationStats(settings.default_duration_seconds)
         generations = Generations(db, estimate=durations.estimate)
+        signer = UrlSigner(core.secret, settings.base_url)
+        storage = open_storage(settings)
         fetcher = ReferenceFetcher(
             FetchPolicy(
                 max_bytes=settings.reference_max_bytes,
@@ -116,9 +119,9 @@ class Services:
                 timeout_seconds=settings.reference_timeout_seconds,
                 max_redirects=settings.reference_max_redirects,
                 allowed_networks=tuple(settings.reference_allowed_networks),
-            )
+            ),
+            own_images=functools.partial(read_own_image, signer, storage),
         )
-        signer = UrlSigner(core.secret, settings.base_url)
         redis: Redis | None = None
         slots: RedisSlots | None = None
         bus: ProgressBus | RedisProgressBus = ProgressBus()
@@ -154,7 +157,7 @@ class Services:
             providers=providers,
             generations=generations,
             fetcher=fetcher,
-            storage=open_storage(settings),
+            storage=storage,
             signer=signer,
             bus=bus,
             durations=durations,

@@ -541,6 +541,13 @@ class GenerationService:
         finally:
             if not settled:
                 await asyncio.shield(self._settle(record.id, images=images, error=INTERRUPTED))
+            # Images shown while it ran that the settlement did not keep (it failed,
+            # was cancelled or handed back): not the account's, so not served.
+            kept = {image.id for image in images}
+            dropped = [image_key(f.id, f.extension) for _, f in early.values() if f.id not in kept]
+            if dropped:
+                with contextlib.suppress(StorageUnavailable):
+                    await asyncio.shield(self.storage.delete(*dropped))
             self._references.pop(record.id, None)
             if record.reference_urls and (await self.generations.get(record.id)).state in TERMINAL:
                 await self._drop_references(record.id, len(record.reference_urls))

@@ -31,7 +31,7 @@ import re
 import socket
 import ssl
 import warnings
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import TracebackType
@@ -42,7 +42,7 @@ import httpcore
 import httpx
 from PIL import Image, UnidentifiedImageError
 
-from bananastand.errors import InvalidRequest
+from bananastand.errors import Gone, InvalidRequest, NotFound
 from bananastand.providers.base import ReferenceImage
 
 __all__ = [
@@ -416,12 +416,20 @@ class ReferenceFetcher:
     ``transport`` replaces the pinned transport (for tests). A replacement transport
     takes over the responsibility for address checks, except that URLs whose host is a
     literal blocked IP are still refused up front.
+
+    ``own_images`` reads this server's own image URLs without a request (see
+    `storage.read_own_image`): they may well be on a private or local address.
     """
 
     def __init__(
-        self, policy: FetchPolicy, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        policy: FetchPolicy,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        own_images: Callable[[str], Awaitable[bytes | None]] | None = None,
     ) -> None:
         self._policy = policy
+        self._own_images = own_images
         self._allowed = parse_networks(policy.allowed_networks)
         if transport is None:
             transport = pinned_transport(self._allowed)
@@ -490,6 +498,8 @@ class ReferenceFetcher:
             raise InvalidRequest(f"{label}: is empty")
         if url[:5].lower() == "data:":
             data = self._decode_data_url(url, label)
+        elif (own := await self._own_image(url, label)) is not None:
+            data = own
         else:
             data = await self._download(url, label)
         try:
@@ -499,6 +509,17 @@ class ReferenceFetcher:
         except _ImageProblem as exc:
             raise InvalidRequest(f"{label}: {exc}") from exc
         return ReferenceImage(data=data, mime_type=mime, width=width, height=height)
+
+    async def _own_image(self, url: str, label: str) -> bytes | None:
+        if self._own_images is None:
+            return None
+        try:
+            data = await self._own_images(url)
+        except (NotFound, Gone) as exc:
+            raise InvalidRequest(f"{label}: {exc.message} (an image URL of this server)") from exc
+        if data is not None and len(data) > self._policy.max_bytes:
+            raise self._too_large(label)
+        return data
 
     # -- data: URLs ---------------------------------------------------------------------------
 

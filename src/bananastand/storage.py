@@ -368,6 +368,24 @@ class UrlSigner:
         return image_id, extension
 
 
+async def read_own_image(signer: UrlSigner, storage: Storage, url: str) -> bytes | None:
+    """The bytes behind one of this server's own image URLs (`UrlSigner.url`), read
+    from storage and checked as `GET` checks them (`NotFound`, `Gone`); None for
+    any other URL. So a client can pass back an image it was given as a reference,
+    however private the address it reaches this server at."""
+    prefix = f"{signer.base_url}/images/"
+    if not url.startswith(prefix):
+        return None
+    parts = url[len(prefix) :].partition("?")[0].split("/")
+    if len(parts) != 3:
+        raise NotFound("No such image")
+    image_id, extension = signer.verify(*parts, now=time.time())
+    data = await storage.get(image_key(image_id, extension))
+    if data is None:
+        raise NotFound("No such image")
+    return data
+
+
 def load_or_create_secret(configured: str, data_dir: Path) -> bytes:
     """The signing secret: configured, or generated once and kept in the data dir."""
     if configured:

@@ -4,6 +4,7 @@ as it is done, the seed), and cancelling a run from the console."""
 from __future__ import annotations
 
 import re
+from contextlib import aclosing
 from typing import Any
 
 from bananastand.accounts import AccountInfo, Caller
@@ -135,6 +136,40 @@ async def test_cancel_refunds_a_running_generation_of_the_account_only(
         "/console/playground/generate", headers={"X-CSRF-Token": token}
     )
     assert missing.status_code == 400 and missing.json()["type"] == "invalid_request"
+
+
+async def test_an_image_shown_before_a_cancel_is_not_kept(api: Api, browser_factory: Any) -> None:
+    service = api.services.generation
+    builtin = service.providers["builtin"]
+    builtin.latency_seconds = 6.0  # type: ignore[attr-defined]  # image 1 of 2 at ~3 s
+    owner = await browser_factory.signed_up()
+    owner_id = await funded(api, owner, 10)
+    account = await owner.account(api)
+    submission = await service.submit(
+        Caller(account=AccountInfo.of(account), key_id=None),
+        GenerateParams(prompt="a slow pair", quantity=2, mode="stream"),
+    )
+    generation_id = submission.record.id
+    shown = None
+    events = service.follow(generation_id, idle_timeout=1.0, finished_images=True)
+    async with aclosing(events):
+        async for item in events:
+            if item is not None and (url := (item[1].get("data") or {}).get("imageUrl")):
+                shown = url
+                break
+    assert shown is not None
+    path = shown.removeprefix(api.services.settings.base_url)
+    assert (await api.client.get(path)).status_code == 200  # shown while it ran
+
+    token = await page_token(owner)
+    url = f"/console/playground/generate?id={generation_id}"
+    cancelled = await owner.client.delete(url, headers={"X-CSRF-Token": token})
+    assert cancelled.json()["refunded"] == 2
+    await service.dispatcher.wait(generation_id)  # its run has ended
+    # Not charged, so not the account's: the image is gone, as the record says.
+    assert (await api.client.get(path)).status_code == 404
+    assert not (await service.generations.get(generation_id)).images
+    assert await api.services.billing.balance(owner_id) == 10
 
 
 async def test_the_page_carries_the_limits_and_base_url(api: Api, browser_factory: Any) -> None:

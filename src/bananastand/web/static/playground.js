@@ -158,7 +158,7 @@
     if (s.seed !== null) body.seed = s.seed;
     body.mode = "stream";
     $("code-curl").value = [
-      `curl -N ${shellQuote(`${base}/api/v1/generate`)} \\`,
+      `curl -sN ${shellQuote(`${base}/api/v1/generate`)} \\`,
       '  -H "Authorization: Bearer $BANANASTAND_API_KEY" \\',
       "  -H 'Content-Type: application/json' \\",
       `  -d ${shellQuote(JSON.stringify(body))}`,
@@ -354,21 +354,31 @@
     $("fact-elapsed").textContent = `${elapsed.toFixed(1)} s`;
     $("fact-credits").textContent = credits || "—";
     $("run-facts").hidden = false;
-    if (event.type === "complete" && data.success) {
+    const money = refunded === null ? []
+      : [refunded > 0 ? `Refunded: ${plural(refunded, "credit")}.` : "Nothing was refunded.",
+        `Charged: ${plural(used, "credit")}.`];
+    if (event.type === "complete" && data.success && urls.length >= run.body.quantity) {
       setProgress(100, "Progress: 100%, done");
-      $("message").textContent = urls.length < run.body.quantity
-        ? `${event.message}: ${urls.length} of ${run.body.quantity} images made; ${plural(refunded || 0, "credit")} refunded.`
-        : event.message;
+      $("message").textContent = event.message;
+    } else if (event.type === "complete" && data.success) {
+      // Fewer images than asked: the rest failed and were refunded. Shown as an
+      // error, never as a full blue bar.
+      bar.classList.add("failed");
+      label.classList.add("failed");
+      label.textContent = `Progress: done, ${urls.length} of ${run.body.quantity} images made`;
+      $("message").textContent = "";
+      showError(`${plural(run.body.quantity - urls.length, "image")} not made`, [
+        event.message || "Some images could not be made.", ...money]);
     } else {
       // An error is never a full bar: the bar stays where the run stopped, in red.
       bar.classList.add("failed");
       label.classList.add("failed");
       label.textContent = `Progress: stopped at ${bar.value}%`;
       $("message").textContent = "";
+      // Images shown while it ran are not kept (nor charged): take them away.
+      $("images").replaceChildren();
+      run.images = [];
       const title = data.warning ? "Blocked by the safety check" : "Generation failed";
-      const money = refunded === null ? []
-        : [refunded > 0 ? `Refunded: ${plural(refunded, "credit")}.` : "Nothing was refunded.",
-          `Charged: ${plural(used, "credit")}.`];
       showError(title, [event.message || data.error || "The generation failed.", ...money]);
     }
     if (data.generationId) {
@@ -440,6 +450,10 @@
       run.id = response.headers.get("X-Generation-Id");
       run.charged = Number(response.headers.get("X-Credits-Charged") ?? NaN);
       if (Number.isNaN(run.charged)) run.charged = null;
+      const balance = Number($("balance").textContent);
+      if (run.charged !== null && !Number.isNaN(balance)) {
+        $("balance").textContent = String(balance - run.charged);  // charged up front
+      }
       run.seed = Number(response.headers.get("X-Generation-Seed") ?? s.seed);
       last = { ...s, refs, seed: run.seed };
       $("cancel").hidden = false;
