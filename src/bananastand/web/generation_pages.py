@@ -55,7 +55,11 @@ def _model_names(services: Services) -> list[tuple[str, str]]:
     it names as unavailable here (their past generations are still listed)."""
     catalog = services.catalog
     names = [(model.name, model.display_name) for model in catalog]
-    return names + [(name, name) for name in catalog.unavailable if name not in dict(names)]
+    return names + [
+        (name, f"{name} (not offered here)")
+        for name in catalog.unavailable
+        if name not in dict(names)
+    ]
 
 
 def _day(value: str, what: str) -> date | None:
