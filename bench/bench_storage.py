@@ -6,9 +6,9 @@ bucket: its absolute figures are a Python server's, so read the ratios.
 1. Libraries: obstore (what Bananastand uses) against aioboto3, on the same
    server: import time, PUT and GET of a 1024x1024 PNG (aioboto3 only if it is
    installed: `pip install aioboto3`).
-2. Store: what `GenerationService._store` costs per image (image and thumbnail
-   written together), local folder vs bucket, beside one plain PUT of the image:
-   the thumbnail's write overlaps the image's, so storing costs one round trip.
+2. Store: what `GenerationService._store` costs per image (its size read, the
+   image written; thumbnails are made later, at first need), local folder vs
+   bucket, beside one plain PUT of the image: storing costs one round trip.
 3. Serve: GET of the image URL through the app (ASGI, streamed), local vs
    bucket; and the Python heap's peak while an 8 MiB object streams through,
    against its size (streaming never holds a whole image).
@@ -276,8 +276,8 @@ async def main() -> None:
     added = bucket["store"]["p50_ms"] - local["store"]["p50_ms"]
     trips = added / bucket["put_image_only"]["p50_ms"]
     print(
-        f"  the bucket adds {added:.1f} ms to storing an image (thumbnail made and written "
-        f"alongside) = {trips:.2f} of one PUT of the image"
+        f"  the bucket adds {added:.1f} ms to storing an image "
+        f"= {trips:.2f} of one PUT of the image"
     )
     print(
         f"  peak heap serving 8 MiB: local {local['serve_8mib_peak_heap_mib']} MiB, "
