@@ -131,6 +131,13 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 # --- streaming ---------------------------------------------------------------------
 
 
+def in_chunks(payload: object, size: int = 500) -> Iterator[bytes]:
+    """`payload` as JSON sent in pieces, with no Content-Length."""
+    body = json.dumps(payload).encode()
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
+
+
 def test_stream_framing_and_keepalives(server_factory: Any) -> None:
     # One slow step: without keep-alives the line would be silent for 1.5 s.
     server = server_factory(
@@ -356,14 +363,9 @@ def test_body_over_the_limit_is_413_json(shared_server: Server) -> None:
     assert response.json()["error"]
 
     # Same without a Content-Length: the server counts what arrives.
-    def chunks() -> Iterator[bytes]:
-        body = json.dumps(big).encode()
-        for i in range(0, len(body), 500):
-            yield body[i : i + 500]
-
     response = requests.post(
         shared_server.url("/api/v1/generate"),
-        data=chunks(),
+        data=in_chunks(big),
         headers={**shared_server.headers, "Content-Type": "application/json"},
         timeout=10,
     )
@@ -390,14 +392,9 @@ def test_body_over_the_limit_on_openai_endpoints_is_openai_shaped(shared_server:
     assert error["code"] == "payload_too_large" and "too large" in error["message"]
     assert error["type"] == "invalid_request_error"
 
-    def chunks() -> Iterator[bytes]:
-        body = json.dumps({"model": "nano-banana", "prompt": "x" * 5000}).encode()
-        for i in range(0, len(body), 500):
-            yield body[i : i + 500]
-
     response = requests.post(
         shared_server.url("/v1/images/generations"),
-        data=chunks(),
+        data=in_chunks({"model": "nano-banana", "prompt": "x" * 5000}),
         headers={**shared_server.headers, "Content-Type": "application/json"},
         timeout=10,
     )
